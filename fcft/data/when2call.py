@@ -1,0 +1,178 @@
+"""Load and validate When2Call's three parts, from local files or the hub, into plain normalised rows.
+
+    train_sft  -> {"tools": [dict], "question": str, "answer": str}
+    train_pref -> {"tools": [dict], "question": str, "chosen": str, "rejected": str}
+    test       -> {"uuid", "tools": [dict], "question", "answers": {category: str}, "correct_answer", ...}
+
+Every row is checked before any training: a bad row raises DataError naming the file, the line (or row
+index) and the field, unless `data.on_bad_row=skip`, which skips it and counts it in the returned report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from fcft.data.formats import CATEGORIES
+
+# part -> (hub config, hub split)
+HUB_PARTS = {"train_sft": ("train_sft", "train"), "train_pref": ("train_pref", "train"), "test": ("test", "mcq")}
+PATH_KEYS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test_path"}
+SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DataError(ValueError):
+    """A data file or row that can't be used; the message names the file, the row and the field."""
+
+
+@dataclass
+class Loaded:
+    rows: list[dict]
+    source: str
+    skipped: list[str] = field(default_factory=list)  # one reason per skipped row
+
+
+def load_part(data, part: str, limit: Optional[int] = None) -> Loaded:
+    """Rows of one part (`train_sft`, `train_pref`, `test`) as the data spec says, validated."""
+    path = data[PATH_KEYS[part]]
+    raw = _read_file(Path(path)) if path else _read_hub(data.hub_id, part)
+    source = path or f"{data.hub_id} ({'/'.join(HUB_PARTS[part])})"
+    normalise = NORMALISERS[part]
+    loaded = Loaded(rows=[], source=source)
+    for where, row in raw:
+        if limit is not None and len(loaded.rows) >= limit:
+            break
+        try:
+            loaded.rows.append(normalise(row))
+        except DataError as err:
+            message = f"{source} {where}: {err}"
+            if data.on_bad_row != "skip":
+                raise DataError(message + " (data.on_bad_row=skip skips such rows)") from None
+            loaded.skipped.append(message)
+    if not loaded.rows:
+        raise DataError(f"{source}: no usable {part} rows" + (f" ({len(loaded.skipped)} skipped)" if loaded.skipped else ""))
+    return loaded
+
+
+def _read_file(path: Path) -> Iterator[tuple[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path)
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
+        return ((f"row {i}", row) for i, row in enumerate(rows))
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as err:
+            raise DataError(f"{path}: not a readable parquet file ({err})") from None
+        return ((f"row {i}", row) for i, row in enumerate(table.to_pylist()))
+    raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}")
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as err:
+                yield f"line {number}", _Malformed(f"not valid JSON ({err.msg} at column {err.colno})")
+
+
+def _read_hub(hub_id: str, part: str) -> Iterator[tuple[str, Any]]:
+    from datasets import load_dataset
+
+    config, split = HUB_PARTS[part]
+    try:
+        dataset = load_dataset(hub_id, config, split=split)
+    except Exception as err:
+        raise DataError(
+            f"can't load {hub_id} config '{config}' split '{split}' ({type(err).__name__}: {err}); "
+            f"set data.{PATH_KEYS[part]} to a local file or go online"
+        ) from None
+    return ((f"row {i}", row) for i, row in enumerate(dataset))
+
+
+@dataclass
+class _Malformed:
+    reason: str
+
+
+# --- row normalisers: one per part --------------------------------------------------------------------
+
+
+def _require(row: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(row, _Malformed):
+        raise DataError(row.reason)
+    if not isinstance(row, dict):
+        raise DataError(f"expected a JSON object, got {type(row).__name__}")
+    if key not in row or row[key] is None:
+        raise DataError(f"missing field '{key}'")
+    if not isinstance(row[key], kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DataError(f"field '{key}' must be {names}, got {type(row[key]).__name__}")
+    return row[key]
+
+
+def _tools(row: dict) -> list[dict]:
+    """Tools as dicts; the hub has both lists of dicts and lists of JSON strings."""
+    tools = []
+    for i, tool in enumerate(_require(row, "tools", list)):
+        if isinstance(tool, str):
+            try:
+                tool = json.loads(tool)
+            except json.JSONDecodeError as err:
+                raise DataError(f"field 'tools[{i}]' is not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise DataError(f"field 'tools[{i}]' must be a tool object with a 'name'")
+        tools.append(tool)
+    return tools
+
+
+def _message(row: dict, key: str, index: Optional[int], role: str) -> str:
+    value = _require(row, key, list if index is not None else dict)
+    if index is not None:
+        if len(value) <= index:
+            raise DataError(f"field '{key}' needs at least {index + 1} messages, got {len(value)}")
+        value, key = value[index], f"{key}[{index}]"
+    if not isinstance(value, dict) or value.get("role") != role or not isinstance(value.get("content"), str):
+        raise DataError(f"field '{key}' must be a {{'role': '{role}', 'content': str}} message")
+    return value["content"]
+
+
+def _sft_row(row: Any) -> dict:
+    return {"tools": _tools(row), "question": _message(row, "messages", 0, "user"),
+            "answer": _message(row, "messages", 1, "assistant")}  # fmt: skip
+
+
+def _pref_row(row: Any) -> dict:
+    return {"tools": _tools(row), "question": _message(row, "messages", 0, "user"),
+            "chosen": _message(row, "chosen_response", None, "assistant"),
+            "rejected": _message(row, "rejected_response", None, "assistant")}  # fmt: skip
+
+
+def _test_row(row: Any) -> dict:
+    answers = _require(row, "answers", dict)
+    for category in CATEGORIES:
+        if not isinstance(answers.get(category), str):
+            raise DataError(f"field 'answers.{category}' is missing or not a string")
+    correct = _require(row, "correct_answer", str)
+    if correct not in CATEGORIES:
+        raise DataError(f"field 'correct_answer' is '{correct}'; valid: {', '.join(CATEGORIES)}")
+    return {**row, "uuid": str(_require(row, "uuid", (str, int))), "question": _require(row, "question", str),
+            "tools": _tools(row), "answers": {c: answers[c] for c in CATEGORIES}}  # fmt: skip
+
+
+NORMALISERS = {"train_sft": _sft_row, "train_pref": _pref_row, "test": _test_row}

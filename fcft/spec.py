@@ -1,0 +1,356 @@
+"""The run spec: the one contract between the CLI, the launchers and the worker.
+
+Hydra composes the config groups into a config shaped by `RunSpec`; `validate` turns it into the spec
+(a resolved, read-only, typed OmegaConf node) or raises `SpecError` naming the key and what is valid.
+`save`/`load` write and read `spec.yaml`; the worker validates again on load, so a hand-edited spec file
+meets the same checks as the command line.
+
+Each dataclass below is one config group's schema (`conf/<group>/*.yaml` fill it in). Checks that need
+more than a type live in `_check_*` functions at the bottom, one per group, and import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fcft.data import SAMPLE_DIR
+
+SPEC_FILE = "spec.yaml"
+
+# conf/data/sample.yaml names the bundled files as ${fcft_sample:NAME}; the spec stores them resolved.
+OmegaConf.register_new_resolver("fcft_sample", lambda name: str(SAMPLE_DIR / name), replace=True)
+
+
+class SpecError(ValueError):
+    """A config or spec value that can't run; the message names the key and what would be valid."""
+
+
+class Choice(str, Enum):
+    """A config value from a fixed set; prints and compares as its plain string."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Family(Choice):
+    qwen = "qwen"
+    llama = "llama"
+
+
+class MethodName(Choice):
+    none = "none"  # evaluate only
+    sft = "sft"
+
+
+class TuningName(Choice):
+    full = "full"
+    lora = "lora"
+
+
+class Accelerator(Choice):
+    auto = "auto"  # cuda when available, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class OnBadRow(Choice):
+    error = "error"
+    skip = "skip"
+
+
+@dataclass
+class ModelSpec:
+    """Which weights to start from and how to load them (conf/model/)."""
+
+    name: str = "???"
+    family: Family = Family.qwen  # chat family: picks the default prompt format
+    format: str = "qwen2_5"  # default prompt format for training and evaluation (see fcft/data/formats.py)
+    hub_id: Optional[str] = None  # e.g. Qwen/Qwen3-0.6B
+    path: Optional[str] = None  # a local directory; wins over hub_id
+    embedded: bool = False  # the offline tiny model built by fcft.tiny (no hub, no path)
+    revision: Optional[str] = None
+    dtype: str = "bfloat16"  # float32 | bfloat16 | float16
+    attn_implementation: str = "auto"  # auto (flash_attention_2 on GPU when installed, else sdpa) | sdpa | eager | flash_attention_2
+    max_length: int = 2048
+
+
+@dataclass
+class MethodSpec:
+    """How to train (conf/method/): the trainer's hyperparameters."""
+
+    name: MethodName = MethodName.sft
+    learning_rate: float = 5e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 2
+    gradient_checkpointing: bool = False
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: int = 5
+    seed: int = 42
+
+
+@dataclass
+class TuningSpec:
+    """Which parameters train (conf/tuning/)."""
+
+    name: TuningName = TuningName.full
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: List[str] = field(default_factory=lambda: ["all-linear"])
+
+
+@dataclass
+class ComputeSpec:
+    """Where the numbers are crunched (conf/compute/)."""
+
+    name: str = "???"
+    accelerator: Accelerator = Accelerator.auto
+    num_processes: int = 1
+
+
+@dataclass
+class DataSpec:
+    """Training data (conf/data/): When2Call from the hub, or local files."""
+
+    name: str = "???"
+    hub_id: Optional[str] = None  # e.g. nvidia/When2Call; used for any part whose *_path is null
+    train_path: Optional[str] = None  # SFT rows (.jsonl/.json/.parquet)
+    pref_path: Optional[str] = None  # preference rows
+    test_path: Optional[str] = None  # MCQ test rows
+    format: Optional[str] = None  # prompt format; null = the model's format
+    limit: Optional[int] = None  # first N training rows
+    on_bad_row: OnBadRow = OnBadRow.error
+
+
+@dataclass
+class EvalSpec:
+    """When2Call multiple-choice evaluation after training (conf/eval/)."""
+
+    enabled: bool = True
+    format: Optional[str] = None  # null = the training format
+    limit: Optional[int] = None  # first N test rows
+    batch_size: int = 8
+
+
+@dataclass
+class RunSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    method: MethodSpec = field(default_factory=MethodSpec)
+    tuning: TuningSpec = field(default_factory=TuningSpec)
+    compute: ComputeSpec = field(default_factory=ComputeSpec)
+    # The launcher's own settings: `_target_` names its class, the other keys are its keyword
+    # arguments, so a user-written launcher needs no schema here.
+    launcher: Dict[str, Any] = field(default_factory=lambda: {"_target_": "launchers.local.LocalLauncher"})
+    data: DataSpec = field(default_factory=DataSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+
+
+def register_schema() -> None:
+    """Make `fcft_schema` available to Hydra's defaults list (conf/config.yaml)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="fcft_schema", node=RunSpec)
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+
+def validate(cfg: DictConfig | dict) -> DictConfig:
+    """Typed, resolved, read-only spec from a composed config; SpecError if anything can't run."""
+    container = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    _reject_unknown_keys(container, RunSpec, "")
+    try:
+        spec = OmegaConf.merge(OmegaConf.structured(RunSpec), cfg)
+        OmegaConf.resolve(spec)
+        OmegaConf.to_object(spec)  # raises on missing mandatory values
+    except OmegaConfBaseException as err:
+        raise SpecError(_omegaconf_message(err)) from None
+    _absolute_paths(spec)
+    for check in (_check_model, _check_method, _check_tuning, _check_compute, _check_data, _check_eval):
+        check(spec)
+    OmegaConf.set_readonly(spec, True)
+    return spec
+
+
+def save(spec: DictConfig, path: Path) -> Path:
+    """Write spec.yaml atomically (temp file then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(OmegaConf.to_yaml(spec))
+    tmp.replace(path)
+    return path
+
+
+def load(path: str | Path) -> DictConfig:
+    """Read and validate a spec.yaml written by `save` (or by hand)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist (expected the {SPEC_FILE} of a run directory)")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends
+        raise SpecError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, DictConfig):
+        raise SpecError(f"{path} must hold a mapping of config groups, got {type(raw).__name__}")
+    try:
+        return validate(raw)
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
+
+
+def _absolute_paths(spec: DictConfig) -> None:
+    """Local paths become absolute, so a spec runs the same from any working directory."""
+    for node, key in ((spec.model, "path"), (spec.data, "train_path"), (spec.data, "pref_path"), (spec.data, "test_path")):
+        value = node[key]
+        if value is not None and "://" not in value:
+            node[key] = str(Path(os.path.expanduser(value)).absolute())
+
+
+def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
+    """Hydra's `+group.key=v` slips past struct mode and would later be dropped silently: refuse it."""
+    if not isinstance(node, dict):
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in node.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            raise SpecError(
+                f"unknown key '{full}': valid keys under '{prefix.rstrip('.') or 'the spec'}' are "
+                f"{', '.join(sorted(fields))}"
+            )
+        sub = fields[key].type
+        sub = globals().get(sub, sub) if isinstance(sub, str) else sub
+        if dataclasses.is_dataclass(sub):
+            _reject_unknown_keys(value, sub, f"{full}.")
+
+
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    text = str(err).split("\n")[0]
+    return f"{key}: {text}" if key else text
+
+
+def _fail(key: str, message: str) -> None:
+    raise SpecError(f"{key}: {message}")
+
+
+def _check_model(spec: DictConfig) -> None:
+    from fcft import models  # light: heavy imports inside its functions
+
+    m = spec.model
+    if m.dtype not in ("float32", "bfloat16", "float16"):
+        _fail("model.dtype", f"'{m.dtype}' is not one of float32, bfloat16, float16")
+    if m.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):
+        _fail("model.attn_implementation", f"'{m.attn_implementation}' is not one of auto, sdpa, eager, flash_attention_2")
+    if m.max_length < 16:
+        _fail("model.max_length", f"{m.max_length} is too small (at least 16 tokens)")
+    _check_format("model.format", m.format)
+    problem = models.source_problem(m)
+    if problem:
+        raise SpecError(problem)
+
+
+def _check_method(spec: DictConfig) -> None:
+    m = spec.method
+    if m.learning_rate <= 0:
+        _fail("method.learning_rate", f"must be > 0, got {m.learning_rate}")
+    if not 0 <= m.warmup_ratio < 1:
+        _fail("method.warmup_ratio", f"must be in [0, 1), got {m.warmup_ratio}")
+    if m.max_steps == 0 or m.max_steps < -1:
+        _fail("method.max_steps", f"must be -1 (use num_train_epochs) or > 0, got {m.max_steps}")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if m[key] < 1:
+            _fail(f"method.{key}", f"must be >= 1, got {m[key]}")
+    schedulers = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "polynomial")
+    if m.lr_scheduler_type not in schedulers:
+        _fail("method.lr_scheduler_type", f"'{m.lr_scheduler_type}' is not one of {', '.join(schedulers)}")
+
+
+def _check_tuning(spec: DictConfig) -> None:
+    t = spec.tuning
+    if t.name == TuningName.lora:
+        if t.lora_r < 1 or t.lora_alpha < 1:
+            _fail("tuning.lora_r", f"lora_r and lora_alpha must be >= 1, got {t.lora_r} and {t.lora_alpha}")
+        if not 0 <= t.lora_dropout < 1:
+            _fail("tuning.lora_dropout", f"must be in [0, 1), got {t.lora_dropout}")
+        if not t.lora_target_modules:
+            _fail("tuning.lora_target_modules", "needs at least one module name (or 'all-linear')")
+
+
+def _check_compute(spec: DictConfig) -> None:
+    c = spec.compute
+    if c.num_processes < 1:
+        _fail("compute.num_processes", f"must be >= 1, got {c.num_processes}")
+    if c.accelerator == Accelerator.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("compute.accelerator", "'cuda' needs a CUDA GPU and none is visible; use compute.accelerator=cpu or auto")
+    if spec.model.attn_implementation == "flash_attention_2" and c.accelerator == Accelerator.cpu:
+        _fail("model.attn_implementation", "flash_attention_2 needs a CUDA GPU and the flash-attn package; use sdpa on CPU")
+
+
+def _check_data(spec: DictConfig) -> None:
+    d = spec.data
+    if d.format is not None:
+        _check_format("data.format", d.format)
+    if d.limit is not None and d.limit < 1:
+        _fail("data.limit", f"must be >= 1 or null, got {d.limit}")
+    needed = {"test_path": spec.eval.enabled, "train_path": spec.method.name == MethodName.sft}
+    from_hub = False
+    for key, used in needed.items():
+        path = d[key]
+        if path is not None:
+            if not Path(path).is_file():
+                _fail(f"data.{key}", f"file {path} does not exist")
+        elif used and d.hub_id is None:
+            _fail(f"data.{key}", "is null and data.hub_id is null: give a file or a hub dataset id")
+        from_hub = from_hub or (used and path is None)
+    if from_hub:
+        from fcft import hub
+
+        problem = hub.problem(d.hub_id, "dataset", None, "data.hub_id", "README.md")
+        if problem:
+            raise SpecError(problem)
+
+
+def _check_eval(spec: DictConfig) -> None:
+    e = spec.eval
+    if e.format is not None:
+        _check_format("eval.format", e.format)
+    if e.limit is not None and e.limit < 1:
+        _fail("eval.limit", f"must be >= 1 or null, got {e.limit}")
+    if e.batch_size < 1:
+        _fail("eval.batch_size", f"must be >= 1, got {e.batch_size}")
+    if not e.enabled and spec.method.name == MethodName.none:
+        _fail("eval.enabled", "method=none only evaluates: with eval.enabled=false there is nothing to run")
+
+
+def _check_format(key: str, name: str) -> None:
+    from fcft.data.formats import FORMATS
+
+    if name not in FORMATS:
+        _fail(key, f"unknown format '{name}'; valid formats: {', '.join(sorted(FORMATS))}")
+
+
+def training_format(spec: DictConfig) -> str:
+    return spec.data.format or spec.model.format
+
+
+def eval_format(spec: DictConfig) -> str:
+    return spec.eval.format or training_format(spec)

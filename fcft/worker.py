@@ -1,0 +1,165 @@
+"""One run, from a spec to a finished run directory: data -> model -> train -> save -> evaluate -> record.
+
+    python -m fcft.worker RUN_DIR/spec.yaml [--run-dir OTHER_DIR]
+
+Every launcher ends here, with the same spec file; Hydra is never involved. The run directory gets:
+    spec.yaml           the spec that ran (written by the CLI, or copied here with --run-dir)
+    model/              the trained weights + tokenizer (PEFT adapter for LoRA), loadable with from_pretrained
+    train_log.jsonl     the trainer's log history, one record per logging step
+    eval/samples.jsonl  per test row: uuid, gold, predicted (argmax log-likelihood), predicted_norm, loglikelihoods
+    metrics.json        {"train": {...}, "eval": {"acc", "acc_norm", "n", "format"}, "data": {...}}, written last
+    error.json          only when the run failed: the error's type and message
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from fcft import models
+from fcft import spec as run_spec
+from fcft.data import formats
+from fcft.data.when2call import DataError, load_part
+
+log = logging.getLogger(__name__)
+
+
+def run(spec: DictConfig, run_dir: Path) -> dict:
+    """Execute the spec in run_dir; returns the metrics also written to metrics.json."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.json").unlink(missing_ok=True)
+    try:
+        metrics = _run(spec, run_dir)
+    except BaseException as err:
+        _write_json(run_dir / "error.json", {"type": type(err).__name__, "message": str(err),
+                                             "traceback": traceback.format_exc()})  # fmt: skip
+        raise
+    _write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _run(spec: DictConfig, run_dir: Path) -> dict:
+    from transformers import set_seed
+
+    set_seed(spec.method.seed)
+    training = spec.method.name != run_spec.MethodName.none
+    train_format = formats.get(run_spec.training_format(spec))
+    eval_format = formats.get(run_spec.eval_format(spec))
+    metrics: dict = {"train": {}, "eval": {}, "data": {}}
+
+    # Every row is read and checked before a model is loaded.
+    train_rows = load_part(spec.data, "train_sft", spec.data.limit) if training else None
+    test_rows = load_part(spec.data, "test", spec.eval.limit) if spec.eval.enabled else None
+    for part, loaded in (("train", train_rows), ("test", test_rows)):
+        if loaded is not None:
+            metrics["data"][part] = {"source": loaded.source, "rows": len(loaded.rows), "skipped": len(loaded.skipped)}
+            for reason in loaded.skipped:
+                log.warning("skipped: %s", reason)
+
+    device = models.device_for(spec.compute.accelerator)
+    source = models.resolve_source(spec.model)
+    tokenizer = models.load_tokenizer(spec.model, source)
+    model = models.load_model(spec.model, device, source)
+
+    if training:
+        from fcft.data.prepare import sft_dataset
+        from fcft.train import sft
+
+        dataset = sft_dataset(train_rows.rows, train_format, tokenizer, spec.model.max_length)
+        trainer = sft.train(spec, model, tokenizer, dataset, run_dir, device)
+        model = trainer.model
+        _save_model(trainer, tokenizer, run_dir / "model")
+        _write_jsonl(run_dir / "train_log.jsonl", trainer.state.log_history)
+        metrics["train"] = _train_summary(trainer)
+        shutil.rmtree(run_dir / "trainer", ignore_errors=True)  # empty unless checkpoints were asked for
+
+    if spec.eval.enabled:
+        from fcft.data.prepare import mcq_item
+        from fcft.evaluate import evaluate
+
+        items = [mcq_item(row, eval_format) for row in test_rows.rows]
+        eval_metrics, samples = evaluate(model, tokenizer, items, spec.eval.batch_size)
+        _write_jsonl(run_dir / "eval" / "samples.jsonl", samples)
+        metrics["eval"] = {**eval_metrics, "format": eval_format.name}
+    return metrics
+
+
+def _train_summary(trainer) -> dict:
+    state = trainer.state
+    final = next((h for h in reversed(state.log_history) if "train_loss" in h), {})
+    return {
+        "loss": final.get("train_loss"),
+        "steps": state.global_step,
+        "epochs": state.epoch,
+        "runtime_s": final.get("train_runtime"),
+        "samples_per_second": final.get("train_samples_per_second"),
+    }
+
+
+def _save_model(trainer, tokenizer, target: Path) -> None:
+    """Weights and tokenizer into target, atomically: a failed save leaves no half-written model/."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+
+
+def metrics_table(metrics: dict) -> str:
+    """A short text table of the headline numbers."""
+    rows = [("train loss", metrics["train"].get("loss")), ("train steps", metrics["train"].get("steps"))]
+    ev = metrics["eval"]
+    rows += [(f"eval {k}", ev.get(k)) for k in ("acc", "acc_norm", "n")] + [("eval format", ev.get("format"))]
+    shown = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in rows if v is not None]
+    width = max((len(k) for k, _ in shown), default=0)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in shown)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fcft.worker", description="Run a fcft spec file.")
+    parser.add_argument("spec", type=Path, help="a run directory's spec.yaml")
+    parser.add_argument("--run-dir", type=Path, help="where to write outputs (default: the spec's directory)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:
+        spec = run_spec.load(args.spec)
+    except run_spec.SpecError as err:
+        print(f"fcft: invalid spec: {err}", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or args.spec.parent
+    if args.run_dir:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
+    try:
+        metrics = run(spec, run_dir)
+    except DataError as err:
+        print(f"fcft: bad data: {err}", file=sys.stderr)
+        return 2
+    print(f"fcft: run finished in {run_dir}\n{metrics_table(metrics)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

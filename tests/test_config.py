@@ -1,0 +1,131 @@
+"""Composition of every config group combination, and every validation error, before any model loads."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, compose, run_cli
+from fcft import spec as run_spec
+from fcft.data import SAMPLE_DIR
+
+GROUPS = ("model", "method", "tuning", "compute", "launcher", "data", "eval")
+OPTIONS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in GROUPS}
+OFFLINE_STAND_INS = [f"data.{k}={SAMPLE_DIR}/{f}" for k, f in
+                     (("train_path", "train_sft.jsonl"), ("pref_path", "train_pref.jsonl"), ("test_path", "test.jsonl"))]  # fmt: skip
+
+
+def test_every_group_has_its_documented_options():
+    assert {"tiny", "qwen3_0.6b", "qwen3_1.7b", "llama3.2_3b"} <= set(OPTIONS["model"])
+    assert {"none", "sft"} <= set(OPTIONS["method"])
+    assert {"full", "lora"} <= set(OPTIONS["tuning"])
+    assert {"sample", "when2call"} <= set(OPTIONS["data"])
+    assert "local" in OPTIONS["launcher"] and "local" in OPTIONS["compute"] and "default" in OPTIONS["eval"]
+
+
+@pytest.mark.parametrize("combo", list(itertools.product(*(OPTIONS[g] for g in GROUPS))), ids="-".join)
+def test_every_group_combination_composes_into_a_valid_spec(combo, tiny_dir):
+    choices = dict(zip(GROUPS, combo))
+    # Offline stand-ins for what the real options fetch from the hub: the tiny model's files, the sample data.
+    cfg = compose(*(f"{g}={o}" for g, o in choices.items()), f"model.path={tiny_dir}", *OFFLINE_STAND_INS)
+    spec = run_spec.validate(cfg)
+    assert spec.model.name == choices["model"]
+    assert spec.method.name == choices["method"]
+    assert spec.tuning.name == choices["tuning"]
+    assert spec.compute.name == choices["compute"]
+    assert spec.data.name == choices["data"]
+    assert OmegaConf.is_readonly(spec)
+
+
+def test_real_models_keep_their_hub_ids_and_recipe_values():
+    cfg = compose("model=qwen3_0.6b")
+    assert cfg.model.hub_id == "Qwen/Qwen3-0.6B" and cfg.model.dtype == "bfloat16" and cfg.model.max_length == 2048
+    assert compose("model=llama3.2_3b").model.hub_id == "meta-llama/Llama-3.2-3B-Instruct"
+    method = compose("method=sft").method
+    assert (method.learning_rate, method.lr_scheduler_type, method.warmup_ratio) == (5e-5, "cosine", 0.1)
+    assert (method.gradient_accumulation_steps, method.seed) == (2, 42)
+
+
+def test_spec_file_round_trips(tmp_path):
+    spec = run_spec.validate(compose("method.max_steps=3", "tuning=lora"))
+    path = run_spec.save(spec, tmp_path / "spec.yaml")
+    assert run_spec.load(path) == spec
+    assert not list(tmp_path.glob(".*tmp")), "the temporary file must be renamed away"
+
+
+def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
+    (tmp_path / "test.jsonl").write_text((SAMPLE_DIR / "test.jsonl").read_text())
+    monkeypatch.chdir(tmp_path)
+    spec = run_spec.validate(compose("data.test_path=test.jsonl"))
+    assert spec.data.test_path == str(tmp_path / "test.jsonl")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+method.foo=1", "unknown key 'method.foo': valid keys under 'method' are"),
+        ("+foo=1", "unknown key 'foo'"),
+        ("+model.extra.deep=1", "unknown key 'model.extra'"),
+        ("model=qwen3_0.6b", "model.hub_id: 'Qwen/Qwen3-0.6B' is not in the local hub cache and HF_HUB_OFFLINE is set: set model.path=DIR"),
+        ("model.path=/nonexistent/model", "model.path=/nonexistent/model is not a model directory"),
+        ("data.test_path=/nonexistent/test.jsonl", "data.test_path: file /nonexistent/test.jsonl does not exist"),
+        ("data.train_path=/nonexistent/train.jsonl", "data.train_path: file /nonexistent/train.jsonl does not exist"),
+        ("data=when2call", "data.hub_id: 'nvidia/When2Call' is not in the local hub cache"),
+        ("method.max_steps=0", "method.max_steps: must be -1"),
+        ("method.learning_rate=-1", "method.learning_rate: must be > 0"),
+        ("model.dtype=float8", "model.dtype: 'float8' is not one of float32, bfloat16, float16"),
+        ("data.format=chatml", "data.format: unknown format 'chatml'; valid formats: llama3_2, qwen2_5"),
+        ("eval.format=chatml", "eval.format: unknown format 'chatml'"),
+        ("tuning=lora tuning.lora_dropout=1.5", "tuning.lora_dropout: must be in [0, 1)"),
+        ("method=none eval.enabled=false", "method=none only evaluates"),
+        ("compute=cpu model.attn_implementation=flash_attention_2", "flash_attention_2 needs a CUDA GPU"),
+    ],
+)
+def test_validation_errors_name_the_key_and_what_is_valid(override, message):
+    with pytest.raises(run_spec.SpecError) as err:
+        run_spec.validate(compose(*override.split()))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("method.learning_rat=1", "Key 'learning_rat' not in 'MethodSpec'"),
+        ("method.learning_rate=abc", "Value 'abc' of type 'str' could not be converted to Float"),
+        ("tuning.name=qlorra", "Invalid value 'qlorra', expected one of [full, lora]"),
+    ],
+)
+def test_type_and_key_errors_come_from_the_schema(override, message):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(override)
+    assert message in str(err.value.__cause__ or err.value)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["method.learning_rat=1"], "Key 'learning_rat' not in 'MethodSpec'"),
+        (["method.learning_rate=abc"], "could not be converted to Float"),
+        (["model=qwen3_06b"], "Could not find 'model/qwen3_06b'\n\nAvailable options in 'model':\n\tllama3.2_3b\n\tqwen3_0.6b"),
+        (["+method.foo=1"], "fcft: invalid config: unknown key 'method.foo'"),
+        (["model=qwen3_0.6b"], "set model.path=DIR to a local copy, or go online"),
+        (["data.test_path=/nonexistent.jsonl"], "data.test_path: file /nonexistent.jsonl does not exist"),
+        (["launcher._target_=launchers.nope.Launcher"], "launcher._target_: can't import 'launchers.nope.Launcher'"),
+        (["+launcher.bogus=1"], "unknown key 'launcher.bogus' for launchers.local.LocalLauncher"),
+    ],
+)
+def test_cli_rejects_bad_input_with_a_message_and_nonzero_exit(args, message, tmp_path):
+    result = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "run" / "spec.yaml").exists(), "nothing is written for an invalid config"
+
+
+def test_cfg_job_prints_the_composed_config_without_running():
+    result = run_cli("--cfg", "job", "method.max_steps=7")
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.create(result.stdout).method.max_steps == 7
