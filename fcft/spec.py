@@ -132,7 +132,7 @@ class DataSpec:
     train_path: Optional[str] = None  # SFT rows (.jsonl/.json/.parquet)
     pref_path: Optional[str] = None  # preference rows
     test_path: Optional[str] = None  # MCQ test rows
-    format: Optional[str] = None  # prompt format; null = the model's format
+    format: Optional[str] = None  # prompt format: qwen2_5 | llama3_2 | blog (fcft/data/formats.py); null = the model's
     limit: Optional[int] = None  # first N training rows
     on_bad_row: OnBadRow = OnBadRow.error
 
@@ -142,7 +142,7 @@ class EvalSpec:
     """When2Call multiple-choice evaluation after training (conf/eval/)."""
 
     enabled: bool = True
-    format: Optional[str] = None  # null = the training format
+    format: Optional[str] = None  # prompt format of the MCQ items; null = the training format
     limit: Optional[int] = None  # first N test rows
     batch_size: int = 8
 

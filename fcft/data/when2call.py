@@ -1,8 +1,15 @@
 """Load and validate When2Call's three parts, from local files or the hub, into plain normalised rows.
 
-    train_sft  -> {"tools": [dict], "question": str, "answer": str}
-    train_pref -> {"tools": [dict], "question": str, "chosen": str, "rejected": str}
-    test       -> {"uuid", "tools": [dict], "question", "answers": {category: str}, "correct_answer", ...}
+    train_sft  -> {"tools": [str], "question": str, "answer": str}
+    train_pref -> {"tools": [str], "question": str, "chosen": str, "rejected": str}
+    test       -> {"uuid", "tools": [str], "question", "answers": {category: str}, "correct_answer", ...}
+
+Tools are JSON text, one string per tool: a string from the data is kept byte for byte (NVIDIA's Qwen
+task pastes it into the prompt as is), a dict becomes `canonical_json(dict)`. Dicts read through Arrow
+(parquet files, the hub) lose their null-valued fields: Arrow gives every tool the fields of all tools,
+filled with nulls, and they are taken back out; keep tools as JSON strings for byte-exact prompts.
+Answers stay as the data wrote them (`<TOOLCALL>[...]</TOOLCALL>` in training rows, a JSON call in
+`answers.tool_call`); both are checked here and rendered by a format later.
 
 Every row is checked before any training: a bad row raises DataError naming the file, the line (or row
 index) and the field, unless `data.on_bad_row=skip`, which skips it and counts it in the returned report.
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from fcft.data.formats import CATEGORIES
+from fcft.data.formats import CATEGORIES, ToolCallError, canonical_json, check_call, parse_toolcall
 
 # part -> (hub config, hub split)
 HUB_PARTS = {"train_sft": ("train_sft", "train"), "train_pref": ("train_pref", "train"), "test": ("test", "mcq")}
@@ -76,7 +83,7 @@ def _read_file(path: Path) -> Iterator[tuple[str, Any]]:
             table = pq.read_table(path)
         except Exception as err:
             raise DataError(f"{path}: not a readable parquet file ({err})") from None
-        return ((f"row {i}", row) for i, row in enumerate(table.to_pylist()))
+        return ((f"row {i}", _without_arrow_nulls(row)) for i, row in enumerate(table.to_pylist()))
     raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}")
 
 
@@ -102,7 +109,23 @@ def _read_hub(hub_id: str, part: str) -> Iterator[tuple[str, Any]]:
             f"can't load {hub_id} config '{config}' split '{split}' ({type(err).__name__}: {err}); "
             f"set data.{PATH_KEYS[part]} to a local file or go online"
         ) from None
-    return ((f"row {i}", row) for i, row in enumerate(dataset))
+    return ((f"row {i}", _without_arrow_nulls(row)) for i, row in enumerate(dataset))
+
+
+def _without_arrow_nulls(row: Any) -> Any:
+    """Arrow merges the dict tools of all rows into one struct type, giving each tool every field of every
+    tool (null where it had none): take null fields back out of dict tools. JSON-string tools are untouched."""
+    if isinstance(row, dict) and isinstance(row.get("tools"), list):
+        row = {**row, "tools": [_drop_nulls(tool) if isinstance(tool, dict) else tool for tool in row["tools"]]}
+    return row
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 @dataclass
@@ -126,19 +149,41 @@ def _require(row: Any, key: str, kind: type | tuple[type, ...]) -> Any:
     return row[key]
 
 
-def _tools(row: dict) -> list[dict]:
-    """Tools as dicts; the hub has both lists of dicts and lists of JSON strings."""
+def _tools(row: dict) -> list[str]:
+    """Tools as JSON text: strings kept as they are, dicts serialised canonically (the hub has both)."""
     tools = []
     for i, tool in enumerate(_require(row, "tools", list)):
+        parsed = tool
         if isinstance(tool, str):
             try:
-                tool = json.loads(tool)
+                parsed = json.loads(tool)
             except json.JSONDecodeError as err:
                 raise DataError(f"field 'tools[{i}]' is not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("name"), str):
             raise DataError(f"field 'tools[{i}]' must be a tool object with a 'name'")
-        tools.append(tool)
+        tools.append(tool if isinstance(tool, str) else canonical_json(tool))
     return tools
+
+
+def _answer(text: str, key: str) -> str:
+    """A training answer, its `<TOOLCALL>[...]</TOOLCALL>` (if any) checked."""
+    try:
+        parse_toolcall(text)
+    except ToolCallError as err:
+        raise DataError(f"field '{key}': {err}") from None
+    return text
+
+
+def _tool_call_answer(answers: dict) -> str:
+    """`answers.tool_call`: one call as JSON text, kept as is (NVIDIA's Qwen choice is this string)."""
+    text = answers["tool_call"]
+    try:
+        check_call(json.loads(text))
+    except json.JSONDecodeError as err:
+        raise DataError(f"field 'answers.tool_call' is not valid JSON ({err.msg} at column {err.colno})") from None
+    except ToolCallError as err:
+        raise DataError(f"field 'answers.tool_call': {err}") from None
+    return text
 
 
 def _message(row: dict, key: str, index: Optional[int], role: str) -> str:
@@ -154,13 +199,13 @@ def _message(row: dict, key: str, index: Optional[int], role: str) -> str:
 
 def _sft_row(row: Any) -> dict:
     return {"tools": _tools(row), "question": _message(row, "messages", 0, "user"),
-            "answer": _message(row, "messages", 1, "assistant")}  # fmt: skip
+            "answer": _answer(_message(row, "messages", 1, "assistant"), "messages[1].content")}  # fmt: skip
 
 
 def _pref_row(row: Any) -> dict:
     return {"tools": _tools(row), "question": _message(row, "messages", 0, "user"),
-            "chosen": _message(row, "chosen_response", None, "assistant"),
-            "rejected": _message(row, "rejected_response", None, "assistant")}  # fmt: skip
+            "chosen": _answer(_message(row, "chosen_response", None, "assistant"), "chosen_response.content"),
+            "rejected": _answer(_message(row, "rejected_response", None, "assistant"), "rejected_response.content")}  # fmt: skip
 
 
 def _test_row(row: Any) -> dict:
@@ -172,7 +217,7 @@ def _test_row(row: Any) -> dict:
     if correct not in CATEGORIES:
         raise DataError(f"field 'correct_answer' is '{correct}'; valid: {', '.join(CATEGORIES)}")
     return {**row, "uuid": str(_require(row, "uuid", (str, int))), "question": _require(row, "question", str),
-            "tools": _tools(row), "answers": {c: answers[c] for c in CATEGORIES}}  # fmt: skip
+            "tools": _tools(row), "answers": {**{c: answers[c] for c in CATEGORIES}, "tool_call": _tool_call_answer(answers)}}  # fmt: skip
 
 
 NORMALISERS = {"train_sft": _sft_row, "train_pref": _pref_row, "test": _test_row}
