@@ -152,7 +152,8 @@ QWEN2_5 = Format(
 # --- llama3_2: NVIDIA's when2call-llama3_2 ---------------------------------------------------------------
 
 # Note the trailing spaces after "functions." and "purpose." and the missing space in "function,also":
-# NVIDIA's text, kept as is.
+# NVIDIA's text, kept as is. No <|begin_of_text|> in the text: NVIDIA's published numbers were scored
+# without a BOS (lm-eval then added none to causal models), and training sees the same text.
 LLAMA3_2_PROMPT = (
     "<|start_header_id|>system<|end_header_id|>\n\n"
     "You are an expert in composing functions. You are given a question and a set of possible functions. \n"
