@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the one python -m fcft reads
 USAGE = "usage: python -m fcft.data show [index=N] [overrides ...]"
 
 
@@ -57,10 +59,12 @@ def main(argv: list[str]) -> int:
 
 
 def _compose(overrides: list[str]):
+    """The config `python -m fcft OVERRIDES` composes (same conf/ directory and schema)."""
     from hydra import compose, initialize_config_dir
 
-    from fcft.__main__ import CONF_DIR
+    from fcft import spec as run_spec
 
+    run_spec.register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
