@@ -2,7 +2,7 @@
 
 fcft computes it from the model's own weights, as cognitivecomputations/spectrum does:
 
-- Per weight matrix W (m x n), its singular values S; noise sigma = IQR(S) / 1.349; the Marchenko-Pastur
+- Per weight matrix W (m x n), its singular values S (fcft: from the Gram matrix, see `singular_values`); noise sigma = IQR(S) / 1.349; the Marchenko-Pastur
   edge threshold = sigma * (1 + sqrt(min(m, n) / max(m, n))); SNR = sum(S > threshold) / sum(S <= threshold)
   (infinite when no value is at or below it), divided by the largest singular value.
 - A module's type is its name after the layer index (`model.layers.3.mlp.down_proj` -> `mlp.down_proj`),
@@ -38,11 +38,25 @@ SCAN_VERSION = "1"  # bump when the SNR computation changes: old cache entries a
 RUN_FILE = "spectrum.yaml"
 
 
+def singular_values(weight):
+    """A 2-D weight's singular values: square roots of the eigenvalues of its smaller Gram matrix, in float64.
+
+    They equal torch.linalg.svdvals' to ~1e-14 of the largest value, at a fraction of its CPU time
+    (benchmarks/spectrum_scan.py).
+    """
+    import torch
+
+    w = weight.detach().to(torch.float64)
+    if w.shape[0] < w.shape[1]:
+        w = w.T
+    return torch.linalg.eigvalsh(w.T @ w).clamp_min(0).sqrt()
+
+
 def snr_ratio(weight) -> float:
     """Signal-to-noise ratio of a 2-D weight's singular values, divided by the largest one."""
     import torch
 
-    s = torch.linalg.svdvals(weight.detach().float())
+    s = singular_values(weight)
     sigma = (torch.quantile(s, 0.75) - torch.quantile(s, 0.25)) / 1.349
     rows, cols = weight.shape[-2:]
     threshold = sigma * (1 + math.sqrt(min(rows, cols) / max(rows, cols)))
