@@ -77,7 +77,7 @@ def load_tokenizer(model: DictConfig, source: Optional[str] = None):
     return tokenizer
 
 
-def load_model(model: DictConfig, device: str, source: Optional[str] = None, quantization=None):
+def load_model(model: DictConfig, device: str, source: Optional[str] = None, quantization=None, revision=None):
     """The weights in model.dtype on `device`; with a `quantization` config (bitsandbytes), quantized as they load."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -85,7 +85,7 @@ def load_model(model: DictConfig, device: str, source: Optional[str] = None, qua
     source = source or resolve_source(model)
     loaded = AutoModelForCausalLM.from_pretrained(
         source,
-        revision=_revision(model, source),
+        revision=revision or _revision(model, source),
         dtype=getattr(torch, model.dtype),
         attn_implementation=attn_implementation(model, device),
         quantization_config=quantization,
@@ -140,7 +140,21 @@ def init_from_problem(init_from: str, model: DictConfig) -> Optional[str]:
         return f"{run} has no readable spec.yaml ({type(err).__name__}): not a fcft run directory"
     if previous != model.name:
         return f"{run} trained model '{previous}' but this run names model '{model.name}': add model={previous}"
-    return None
+    return _base_problem(run)
+
+
+def _base_problem(run: Path) -> Optional[str]:
+    """Why the weights under a run's adapter can't be reached (an adapter merges into them), or None."""
+    if not (run / "model" / "adapter_config.json").is_file():
+        return None
+    previous = OmegaConf.load(run / "spec.yaml")
+    parent = previous.method.get("init_from")
+    if parent:
+        if not _is_model_dir(Path(parent) / "model"):
+            return f"{run} holds an adapter for the weights of {parent}, which has no model/ any more"
+        return _base_problem(Path(parent))
+    problem = source_problem(previous.model)
+    return f"{run} holds an adapter for weights that can't be reached: {problem}" if problem else None
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -174,5 +188,5 @@ def _merged_adapter(run: Path, model: DictConfig, device: str):
     if parent:
         base = _run_weights(Path(parent), model, device)
     else:
-        base = load_model(model, device, resolve_source(previous.model))
+        base = load_model(model, device, resolve_source(previous.model), revision=previous.model.get("revision"))
     return PeftModel.from_pretrained(base, str(run / "model")).merge_and_unload()

@@ -122,7 +122,8 @@ class MethodSpec:
     beta: Optional[float] = None  # deviation from the reference model
     loss_type: Optional[List[str]] = None  # one or more of DPO_LOSS_TYPES
     loss_weights: Optional[List[float]] = None  # one per loss_type; null = all 1.0
-    # Start from the weights a previous run saved (its run directory) instead of the model's own weights.
+    # Start from the weights and tokenizer a previous run saved (its run directory) instead of model.path or
+    # model.hub_id; the model group still names the model (the same as that run's), its dtype and format.
     init_from: Optional[str] = None
 
 
@@ -296,7 +297,7 @@ def _check_model(spec: DictConfig) -> None:
     if m.max_length < 16:
         _fail("model.max_length", f"{m.max_length} is too small (at least 16 tokens)")
     _check_format("model.format", m.format)
-    problem = models.source_problem(m)
+    problem = models.source_problem(m) if spec.method.init_from is None else None  # else: see _check_method
     if problem:
         raise SpecError(problem)
 

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import compose, run_cli
@@ -104,3 +106,19 @@ def test_init_from_is_checked_at_validation(cli_chain, tmp_path):
         assert str(err.value).startswith("method.init_from: ") and message in str(err.value)
     with pytest.raises(run_spec.SpecError, match="trained model 'tiny' but this run names model 'qwen3_0.6b': add model=tiny"):
         run_spec.validate(compose("method=dpo", "model=qwen3_0.6b", f"model.path={sft / 'model'}", f"method.init_from={sft}"))
+
+
+def test_init_from_needs_no_hub_for_full_weights_but_the_base_of_an_adapter(cli_chain, tmp_path):
+    sft, _ = cli_chain
+    # A run of a hub model (offline here): its saved weights are all this run needs.
+    hub_run = tmp_path / "hub-run"
+    shutil.copytree(sft, hub_run)
+    spec = OmegaConf.load(hub_run / "spec.yaml")
+    spec.model.name, spec.model.embedded, spec.model.hub_id = "qwen3_0.6b", False, "Qwen/Qwen3-0.6B"
+    OmegaConf.save(spec, hub_run / "spec.yaml")
+    assert run_spec.validate(compose("method=dpo", "model=qwen3_0.6b", f"method.init_from={hub_run}")).method.init_from == str(hub_run)
+    # An adapter run merges into its base: that base must be reachable.
+    (hub_run / "model" / "adapter_config.json").write_text("{}")
+    with pytest.raises(run_spec.SpecError, match=f"method.init_from: {hub_run} holds an adapter for weights that can't be reached: "
+                                                 "model.hub_id: 'Qwen/Qwen3-0.6B' is not in the local hub cache"):  # fmt: skip
+        run_spec.validate(compose("method=dpo", "model=qwen3_0.6b", f"method.init_from={hub_run}"))
