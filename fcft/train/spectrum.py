@@ -178,7 +178,7 @@ def freeze(model, patterns: list[str], origin: str) -> list[str]:
     if unmatched:
         raise ValueError(
             f"{origin}: {len(unmatched)} of {len(patterns)} patterns match no parameter of this model "
-            f"(e.g. '{unmatched[0]}'); was it made for another model? Parameters look like '{all_names[1]}'"
+            f"(e.g. '{unmatched[0]}'); was it made for another model? Parameters look like '{all_names[len(all_names) // 2]}'"
         )
     trained = []
     for key, names in names_of.items():

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fcft.spec import ADAPTER_TUNINGS, TuningName
+
 
 def prepare(spec: DictConfig, model, run_dir: Path):
     """Set up the model for the spec's tuning before a trainer is built; returns the PEFT config or None.
 
     Adapters are added by the TRL trainer from the returned config; Spectrum freezes the model here.
     """
-    if spec.tuning.name == "spectrum":
+    if spec.tuning.name == TuningName.spectrum:
         from fcft.train import spectrum
 
         spectrum.apply(spec.tuning, model, run_dir)
@@ -22,7 +24,7 @@ def prepare(spec: DictConfig, model, run_dir: Path):
 
 def peft_config(tuning: DictConfig):
     """A PEFT config for adapter tunings, None when the model's own parameters train."""
-    if tuning.name not in ("lora", "qlora"):
+    if tuning.name not in ADAPTER_TUNINGS:
         return None
     from peft import LoraConfig
 
