@@ -100,3 +100,12 @@ def sft_dataset(rows: list[dict], fmt: Format, tokenizer, max_length: int):
     if not len(kept):
         raise DataError(f"every SFT row is longer than model.max_length={max_length} tokens")
     return kept
+
+
+def pref_example(row: dict, fmt: Format) -> dict:
+    """A preference pair: the prompt, and the chosen and rejected answers each ending with the format's end of turn."""
+    return {
+        "prompt": fmt.prompt(row["tools"], row["question"]),
+        "chosen": answer_text(row["chosen"], fmt) + fmt.end_of_turn,
+        "rejected": answer_text(row["rejected"], fmt) + fmt.end_of_turn,
+    }
