@@ -1,15 +1,18 @@
-"""Where a model's weights come from, and loading them: a local path, a hub id, or the embedded tiny model.
+"""Where a model's weights come from, and loading them: a local path, a hub id, the embedded tiny model, or
+the weights a previous run saved (`method.init_from`).
 
-`source_problem` answers at validation time, without loading anything, whether the weights can be
-reached (offline included); `load_tokenizer` and `load_model` do the loading for the worker.
+`source_problem` and `init_from_problem` answer at validation time, without loading anything, whether the
+weights can be reached (offline included); `load` does the loading for the worker.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def source_problem(model: DictConfig) -> Optional[str]:
@@ -59,22 +62,131 @@ def attn_implementation(model: DictConfig, device: str) -> str:
     return "sdpa"
 
 
+def _revision(model: DictConfig, source: str) -> Optional[str]:
+    """model.revision applies to the hub id only, not to local directories."""
+    return model.revision if source == model.hub_id else None
+
+
 def load_tokenizer(model: DictConfig, source: Optional[str] = None):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source or resolve_source(model), revision=model.revision)
+    source = source or resolve_source(model)
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=_revision(model, source))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(model: DictConfig, device: str, source: Optional[str] = None):
+def load_model(model: DictConfig, device: str, source: Optional[str] = None, quantization=None, revision=None):
+    """The weights in model.dtype on `device`; with a `quantization` config (bitsandbytes), quantized as they load."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        source or resolve_source(model),
-        revision=model.revision,
+    source = source or resolve_source(model)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        source,
+        revision=revision or _revision(model, source),
         dtype=getattr(torch, model.dtype),
         attn_implementation=attn_implementation(model, device),
-    ).to(device)
+        quantization_config=quantization,
+        device_map={"": device} if quantization is not None else None,
+    )
+    return loaded if quantization is not None else loaded.to(device)
+
+
+def quantization_config(spec: DictConfig):
+    """bitsandbytes 4-bit settings when the tuning loads 4-bit weights (qlora), else None."""
+    t = spec.tuning
+    if not t.load_in_4bit:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=t.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=t.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, spec.model.dtype),
+    )
+
+
+def load(spec: DictConfig, device: str):
+    """(model, tokenizer) a run starts from: the model spec's weights, or those and the tokenizer a previous run
+    saved (method.init_from, adapters merged in model.dtype); 4-bit when the tuning says so."""
+    quantization = quantization_config(spec)
+    if spec.method.init_from is None:
+        source = resolve_source(spec.model)
+        return load_model(spec.model, device, source, quantization), load_tokenizer(spec.model, source)
+    run = Path(spec.method.init_from)
+    return _run_weights(run, spec.model, device, quantization), load_tokenizer(spec.model, str(run / "model"))
+
+
+# --- method.init_from: a previous run's weights ---------------------------------------------------------------
+
+
+def init_from_problem(init_from: str, model: DictConfig) -> Optional[str]:
+    """Why `init_from` can't start this run, or None when it can."""
+    run = Path(os.path.expanduser(init_from))
+    if not run.is_dir():
+        return f"'{init_from}' is not a run directory (MLflow run ids are not supported yet: they come with tracking)"
+    if _is_model_dir(run):
+        return (f"{run} is a model directory; pass the run directory that holds it ({run.parent}), "
+                f"or start from plain weights with model.path={run}")  # fmt: skip
+    if not _is_model_dir(run / "model"):
+        return f"{run} has no model/ to start from (a run that trains saves one; method=none runs and failed runs don't)"
+    try:
+        previous = OmegaConf.load(run / "spec.yaml").model.name
+    except Exception as err:  # missing or broken spec.yaml
+        return f"{run} has no readable spec.yaml ({type(err).__name__}): not a fcft run directory"
+    if previous != model.name:
+        return f"{run} trained model '{previous}' but this run names model '{model.name}': add model={previous}"
+    return _base_problem(run)
+
+
+def _base_problem(run: Path) -> Optional[str]:
+    """Why the weights under a run's adapter can't be reached (an adapter merges into them), or None."""
+    if not (run / "model" / "adapter_config.json").is_file():
+        return None
+    previous = OmegaConf.load(run / "spec.yaml")
+    parent = previous.method.get("init_from")
+    if parent:
+        if not _is_model_dir(Path(parent) / "model"):
+            return f"{run} holds an adapter for the weights of {parent}, which has no model/ any more"
+        return _base_problem(Path(parent))
+    problem = source_problem(previous.model)
+    return f"{run} holds an adapter for weights that can't be reached: {problem}" if problem else None
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
+def _run_weights(run: Path, model: DictConfig, device: str, quantization=None):
+    """The weights a run saved: its model/ as it is, or its adapter merged into the weights it trained on."""
+    model_dir = run / "model"
+    if not (model_dir / "adapter_config.json").is_file():
+        return load_model(model, device, str(model_dir), quantization)
+    merged = _merged_adapter(run, model, device)
+    if quantization is None:
+        return merged
+    # bitsandbytes quantizes while loading: reload the merged weights from a temporary copy.
+    with tempfile.TemporaryDirectory(prefix="fcft-merged-") as tmp:
+        merged.save_pretrained(tmp)
+        del merged
+        return load_model(model, device, tmp, quantization)
+
+
+def _merged_adapter(run: Path, model: DictConfig, device: str):
+    """A LoRA run's adapter merged (PEFT merge_and_unload) into the weights it trained on, in model.dtype.
+
+    Those are the base model's, or, for a run that itself started from `init_from`, that run's weights.
+    """
+    from peft import PeftModel
+
+    previous = OmegaConf.load(run / "spec.yaml")
+    parent = previous.method.get("init_from")
+    if parent:
+        base = _run_weights(Path(parent), model, device)
+    else:
+        base = load_model(model, device, resolve_source(previous.model), revision=previous.model.get("revision"))
+    return PeftModel.from_pretrained(base, str(run / "model")).merge_and_unload()

@@ -50,11 +50,28 @@ class Family(Choice):
 class MethodName(Choice):
     none = "none"  # evaluate only
     sft = "sft"
+    dpo = "dpo"  # direct preference optimisation (TRL DPOTrainer)
+    mpo = "mpo"  # mixed preference optimisation: DPOTrainer with a weighted list of losses
+
+
+PREFERENCE_METHODS = (MethodName.dpo, MethodName.mpo)
+
+# The loss types TRL 1.16's DPOTrainer computes. `exo_pair` is left out: it needs label smoothing, which fcft
+# does not expose.
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero",
+    "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
 
 
 class TuningName(Choice):
-    full = "full"
-    lora = "lora"
+    full = "full"  # every parameter trains
+    lora = "lora"  # LoRA adapters (PEFT)
+    qlora = "qlora"  # LoRA adapters on 4-bit nf4 weights (bitsandbytes)
+    spectrum = "spectrum"  # the layers with the highest signal-to-noise ratio train, the rest is frozen
+
+
+ADAPTER_TUNINGS = (TuningName.lora, TuningName.qlora)
 
 
 class Accelerator(Choice):
@@ -101,6 +118,13 @@ class MethodSpec:
     max_grad_norm: float = 1.0
     logging_steps: int = 5
     seed: int = 42
+    # Preference methods only (dpo, mpo); null elsewhere, and refused when set for sft.
+    beta: Optional[float] = None  # deviation from the reference model
+    loss_type: Optional[List[str]] = None  # one or more of DPO_LOSS_TYPES
+    loss_weights: Optional[List[float]] = None  # one per loss_type; null = all 1.0
+    # Start from the weights and tokenizer a previous run saved (its run directory) instead of model.path or
+    # model.hub_id; the model group still names the model (the same as that run's), its dtype and format.
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -108,10 +132,18 @@ class TuningSpec:
     """Which parameters train (conf/tuning/)."""
 
     name: TuningName = TuningName.full
+    # LoRA and QLoRA
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: List[str] = field(default_factory=lambda: ["all-linear"])
+    # QLoRA: the base weights are loaded in 4 bits (bitsandbytes); only adapters can train on top of them.
+    load_in_4bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"  # nf4 | fp4
+    bnb_4bit_use_double_quant: bool = True
+    # Spectrum: per module type, the top_percent layers by signal-to-noise ratio train.
+    top_percent: float = 50.0
+    spectrum_file: Optional[str] = None  # a YAML of unfrozen-parameter patterns to use instead of scanning
 
 
 @dataclass
@@ -215,10 +247,15 @@ def load(path: str | Path) -> DictConfig:
 
 def _absolute_paths(spec: DictConfig) -> None:
     """Local paths become absolute, so a spec runs the same from any working directory."""
-    for node, key in ((spec.model, "path"), (spec.data, "train_path"), (spec.data, "pref_path"), (spec.data, "test_path")):
+    paths = ((spec.model, "path"), (spec.tuning, "spectrum_file"),
+             (spec.data, "train_path"), (spec.data, "pref_path"), (spec.data, "test_path"))  # fmt: skip
+    for node, key in paths:
         value = node[key]
         if value is not None and "://" not in value:
             node[key] = str(Path(os.path.expanduser(value)).absolute())
+    init_from = spec.method.init_from  # a run directory, or later an MLflow run id: left as given unless a path
+    if init_from is not None and Path(os.path.expanduser(init_from)).exists():
+        spec.method.init_from = str(Path(os.path.expanduser(init_from)).absolute())
 
 
 def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
@@ -260,7 +297,7 @@ def _check_model(spec: DictConfig) -> None:
     if m.max_length < 16:
         _fail("model.max_length", f"{m.max_length} is too small (at least 16 tokens)")
     _check_format("model.format", m.format)
-    problem = models.source_problem(m)
+    problem = models.source_problem(m) if spec.method.init_from is None else None  # else: see _check_method
     if problem:
         raise SpecError(problem)
 
@@ -279,17 +316,69 @@ def _check_method(spec: DictConfig) -> None:
     schedulers = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "polynomial")
     if m.lr_scheduler_type not in schedulers:
         _fail("method.lr_scheduler_type", f"'{m.lr_scheduler_type}' is not one of {', '.join(schedulers)}")
+    if m.name in PREFERENCE_METHODS:
+        _check_preference(m)
+    else:
+        for key in ("beta", "loss_type", "loss_weights"):
+            if m[key] is not None:
+                _fail(f"method.{key}", f"only the preference methods (dpo, mpo) take it; method is {m.name}: drop it")
+    if m.init_from is not None:
+        from fcft import models
+
+        problem = models.init_from_problem(m.init_from, spec.model)
+        if problem:
+            _fail("method.init_from", problem)
+
+
+def _check_preference(m: DictConfig) -> None:
+    if m.beta is None or m.beta <= 0:
+        _fail("method.beta", f"{m.name} needs beta > 0 (the published recipe uses 0.1), got {m.beta}")
+    if not m.loss_type:
+        _fail("method.loss_type", f"{m.name} needs a list of loss types, e.g. [sigmoid]; valid: {', '.join(DPO_LOSS_TYPES)}")
+    for loss in m.loss_type:
+        if loss not in DPO_LOSS_TYPES:
+            _fail("method.loss_type", f"unknown loss type '{loss}'; valid: {', '.join(DPO_LOSS_TYPES)}")
+    if m.loss_weights is not None and len(m.loss_weights) != len(m.loss_type):
+        _fail("method.loss_weights", f"{len(m.loss_weights)} weights for {len(m.loss_type)} loss types "
+              f"{list(m.loss_type)}: give one weight per loss type, or null for all 1.0")  # fmt: skip
 
 
 def _check_tuning(spec: DictConfig) -> None:
     t = spec.tuning
-    if t.name == TuningName.lora:
+    if t.name in ADAPTER_TUNINGS:
         if t.lora_r < 1 or t.lora_alpha < 1:
             _fail("tuning.lora_r", f"lora_r and lora_alpha must be >= 1, got {t.lora_r} and {t.lora_alpha}")
         if not 0 <= t.lora_dropout < 1:
             _fail("tuning.lora_dropout", f"must be in [0, 1), got {t.lora_dropout}")
         if not t.lora_target_modules:
             _fail("tuning.lora_target_modules", "needs at least one module name (or 'all-linear')")
+    if t.load_in_4bit:
+        _check_4bit(t)
+    elif t.name == TuningName.qlora:
+        _fail("tuning.load_in_4bit", "tuning=qlora loads the base weights in 4 bits; for LoRA on full-precision weights use tuning=lora")
+    if t.name == TuningName.spectrum:
+        if not 0 < t.top_percent <= 100:
+            _fail("tuning.top_percent", f"must be in (0, 100], got {t.top_percent}")
+        if t.spectrum_file is not None:
+            from fcft import spectrum_yaml
+
+            problem = spectrum_yaml.problem(Path(t.spectrum_file))
+            if problem:
+                _fail("tuning.spectrum_file", problem)
+    elif t.spectrum_file is not None:
+        _fail("tuning.spectrum_file", f"only tuning=spectrum reads it; tuning is {t.name}")
+
+
+def _check_4bit(t: DictConfig) -> None:
+    import importlib.util
+
+    if t.name not in ADAPTER_TUNINGS:
+        _fail("tuning.load_in_4bit", f"4-bit weights can't be trained directly, so tuning={t.name} can't use them; "
+              "QLoRA trains LoRA adapters on 4-bit weights: use tuning=qlora")  # fmt: skip
+    if t.bnb_4bit_quant_type not in ("nf4", "fp4"):
+        _fail("tuning.bnb_4bit_quant_type", f"'{t.bnb_4bit_quant_type}' is not one of nf4, fp4")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        _fail("tuning.load_in_4bit", "4-bit weights need the bitsandbytes package: pip install 'fcft[qlora]'")
 
 
 def _check_compute(spec: DictConfig) -> None:
@@ -311,7 +400,8 @@ def _check_data(spec: DictConfig) -> None:
         _check_format("data.format", d.format)
     if d.limit is not None and d.limit < 1:
         _fail("data.limit", f"must be >= 1 or null, got {d.limit}")
-    needed = {"test_path": spec.eval.enabled, "train_path": spec.method.name == MethodName.sft}
+    needed = {"test_path": spec.eval.enabled, "train_path": spec.method.name == MethodName.sft,
+              "pref_path": spec.method.name in PREFERENCE_METHODS}  # fmt: skip
     from_hub = False
     for key, used in needed.items():
         path = d[key]

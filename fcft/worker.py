@@ -4,10 +4,11 @@
 
 Every launcher ends here, with the same spec file; Hydra is never involved. The run directory gets:
     spec.yaml           the spec that ran (written by the CLI, or copied here with --run-dir)
-    model/              the trained weights + tokenizer (PEFT adapter for LoRA), loadable with from_pretrained
+    model/              the trained weights + tokenizer (PEFT adapter for LoRA/QLoRA), loadable with from_pretrained
+    spectrum.yaml       Spectrum runs only: the unfrozen-parameter patterns the run used
     train_log.jsonl     the trainer's log history, one record per logging step
     eval/samples.jsonl  per test row: uuid, gold, predicted (argmax log-likelihood), predicted_norm, loglikelihoods
-    metrics.json        {"train": {...}, "eval": {"acc", "acc_norm", "n", "format"}, "data": {...}}, written last
+    metrics.json        {"train": {..., "init_from"}, "eval": {"acc", "acc_norm", "n", "format"}, "data": {...}}, written last
     error.json          only when the run failed: the error's type and message
 """
 
@@ -27,6 +28,7 @@ from fcft import models
 from fcft import spec as run_spec
 from fcft.data import formats
 from fcft.data.when2call import DataError, load_part
+from fcft.train import train_part
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def _run(spec: DictConfig, run_dir: Path) -> dict:
     metrics: dict = {"train": {}, "eval": {}, "data": {}}
 
     # Every row is read and checked before a model is loaded.
-    train_rows = load_part(spec.data, "train_sft", spec.data.limit) if training else None
+    train_rows = load_part(spec.data, train_part(spec.method.name), spec.data.limit) if training else None
     test_rows = load_part(spec.data, "test", spec.eval.limit) if spec.eval.enabled else None
     for part, loaded in (("train", train_rows), ("test", test_rows)):
         if loaded is not None:
@@ -65,20 +67,16 @@ def _run(spec: DictConfig, run_dir: Path) -> dict:
                 log.warning("skipped: %s", reason)
 
     device = models.device_for(spec.compute.accelerator)
-    source = models.resolve_source(spec.model)
-    tokenizer = models.load_tokenizer(spec.model, source)
-    model = models.load_model(spec.model, device, source)
+    model, tokenizer = models.load(spec, device)  # method.init_from: a previous run's weights and tokenizer
 
     if training:
-        from fcft.data.prepare import sft_dataset
-        from fcft.train import sft
+        from fcft.train import train
 
-        dataset = sft_dataset(train_rows.rows, train_format, tokenizer, spec.model.max_length)
-        trainer = sft.train(spec, model, tokenizer, dataset, run_dir, device)
+        trainer = train(spec, model, tokenizer, train_rows.rows, train_format, run_dir, device)
         model = trainer.model
         _save_model(trainer, tokenizer, run_dir / "model")
         _write_jsonl(run_dir / "train_log.jsonl", trainer.state.log_history)
-        metrics["train"] = _train_summary(trainer)
+        metrics["train"] = {**_train_summary(trainer), "init_from": spec.method.init_from}
         shutil.rmtree(run_dir / "trainer", ignore_errors=True)  # empty unless checkpoints were asked for
 
     if spec.eval.enabled:

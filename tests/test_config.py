@@ -19,13 +19,22 @@ OFFLINE_STAND_INS = [f"data.{k}={SAMPLE_DIR}/{f}" for k, f in
 
 def test_every_group_has_its_documented_options():
     assert {"tiny", "qwen3_0.6b", "qwen3_1.7b", "llama3.2_3b"} <= set(OPTIONS["model"])
-    assert {"none", "sft"} <= set(OPTIONS["method"])
-    assert {"full", "lora"} <= set(OPTIONS["tuning"])
+    assert {"none", "sft", "dpo", "mpo"} <= set(OPTIONS["method"])
+    assert {"full", "lora", "qlora", "spectrum"} <= set(OPTIONS["tuning"])
     assert {"sample", "when2call"} <= set(OPTIONS["data"])
     assert "local" in OPTIONS["launcher"] and "local" in OPTIONS["compute"] and "default" in OPTIONS["eval"]
 
 
-@pytest.mark.parametrize("combo", list(itertools.product(*(OPTIONS[g] for g in GROUPS))), ids="-".join)
+def _combinations() -> list[tuple[str, ...]]:
+    """Every model x method x tuning combination; the other groups' options take turns, so each appears."""
+    crossed, turns = GROUPS[:3], GROUPS[3:]
+    combos = []
+    for i, head in enumerate(itertools.product(*(OPTIONS[g] for g in crossed))):
+        combos.append(head + tuple(OPTIONS[g][i % len(OPTIONS[g])] for g in turns))
+    return combos
+
+
+@pytest.mark.parametrize("combo", _combinations(), ids="-".join)
 def test_every_group_combination_composes_into_a_valid_spec(combo, tiny_dir):
     choices = dict(zip(GROUPS, combo))
     # Offline stand-ins for what the real options fetch from the hub: the tiny model's files, the sample data.
@@ -81,6 +90,26 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("tuning=lora tuning.lora_dropout=1.5", "tuning.lora_dropout: must be in [0, 1)"),
         ("method=none eval.enabled=false", "method=none only evaluates"),
         ("compute=cpu model.attn_implementation=flash_attention_2", "flash_attention_2 needs a CUDA GPU"),
+        ("method=sft method.beta=0.1", "method.beta: only the preference methods (dpo, mpo) take it; method is sft"),
+        ("method=sft method.loss_type=[sigmoid]", "method.loss_type: only the preference methods"),
+        ("method=dpo method.beta=0", "method.beta: dpo needs beta > 0"),
+        ("method=dpo method.loss_type=[sigmoidd]", "method.loss_type: unknown loss type 'sigmoidd'; valid: sigmoid, hinge"),
+        ("method=dpo method.loss_type=[exo_pair]", "unknown loss type 'exo_pair'"),
+        ("method=dpo method.loss_type=[]", "method.loss_type: dpo needs a list of loss types"),
+        ("method=mpo method.loss_weights=[0.8,0.2]", "method.loss_weights: 2 weights for 3 loss types ['sigmoid', 'bco_pair', 'sft']"),
+        ("method=dpo method.init_from=/nonexistent/run", "method.init_from: '/nonexistent/run' is not a run directory (MLflow run ids are not supported yet"),
+        ("method=dpo method.init_from=3f2a9c", "method.init_from: '3f2a9c' is not a run directory"),
+        ("method=dpo data.pref_path=null", "data.pref_path: is null and data.hub_id is null"),
+        ("method=mpo data.pref_path=/nonexistent.jsonl", "data.pref_path: file /nonexistent.jsonl does not exist"),
+        ("tuning=full tuning.load_in_4bit=true", "tuning.load_in_4bit: 4-bit weights can't be trained directly, so tuning=full can't use them"),
+        ("tuning=spectrum tuning.load_in_4bit=true", "tuning=spectrum can't use them; QLoRA trains LoRA adapters on 4-bit weights: use tuning=qlora"),
+        ("tuning=qlora tuning.load_in_4bit=false", "tuning.load_in_4bit: tuning=qlora loads the base weights in 4 bits; for LoRA on full-precision weights use tuning=lora"),
+        ("tuning=qlora tuning.bnb_4bit_quant_type=int4", "tuning.bnb_4bit_quant_type: 'int4' is not one of nf4, fp4"),
+        ("tuning=qlora tuning.lora_r=0", "tuning.lora_r: lora_r and lora_alpha must be >= 1"),
+        ("tuning=spectrum tuning.top_percent=0", "tuning.top_percent: must be in (0, 100], got 0.0"),
+        ("tuning=spectrum tuning.top_percent=100.5", "tuning.top_percent: must be in (0, 100], got 100.5"),
+        ("tuning=spectrum tuning.spectrum_file=/nonexistent.yaml", "tuning.spectrum_file: /nonexistent.yaml does not exist"),
+        ("tuning=lora tuning.spectrum_file=/nonexistent.yaml", "tuning.spectrum_file: only tuning=spectrum reads it; tuning is lora"),
     ],
 )
 def test_validation_errors_name_the_key_and_what_is_valid(override, message):
@@ -94,7 +123,7 @@ def test_validation_errors_name_the_key_and_what_is_valid(override, message):
     [
         ("method.learning_rat=1", "Key 'learning_rat' not in 'MethodSpec'"),
         ("method.learning_rate=abc", "Value 'abc' of type 'str' could not be converted to Float"),
-        ("tuning.name=qlorra", "Invalid value 'qlorra', expected one of [full, lora]"),
+        ("tuning.name=qlorra", "Invalid value 'qlorra', expected one of [full, lora, qlora, spectrum]"),
     ],
 )
 def test_type_and_key_errors_come_from_the_schema(override, message):

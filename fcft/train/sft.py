@@ -6,14 +6,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from fcft.train import tuning
 from fcft.train.args import common_args
-from fcft.train.tuning import peft_config
 
 
 def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str):
     """Train `model` on the tokenized `dataset` (input_ids + completion_mask); returns the trainer."""
     from trl import SFTConfig, SFTTrainer
 
+    peft_config = tuning.prepare(spec, model, run_dir)
     config = SFTConfig(
         **common_args(spec, run_dir / "trainer", device),
         max_length=spec.model.max_length,
@@ -25,7 +26,7 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=peft_config(spec.tuning),
+        peft_config=peft_config,
     )
     trainer.train()
     return trainer

@@ -1,13 +1,30 @@
-"""Which parameters train: full fine-tuning, or LoRA adapters through PEFT."""
+"""Which parameters train: every one (full), LoRA adapters through PEFT (lora; qlora: on 4-bit weights, which
+fcft.models loads), or the layers a Spectrum scan picks (spectrum, fcft/train/spectrum.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
+
+from fcft.spec import ADAPTER_TUNINGS, TuningName
+
+
+def prepare(spec: DictConfig, model, run_dir: Path):
+    """Set up the model for the spec's tuning before a trainer is built; returns the PEFT config or None.
+
+    Adapters are added by the TRL trainer from the returned config; Spectrum freezes the model here.
+    """
+    if spec.tuning.name == TuningName.spectrum:
+        from fcft.train import spectrum
+
+        spectrum.apply(spec.tuning, model, run_dir)
+    return peft_config(spec.tuning)
 
 
 def peft_config(tuning: DictConfig):
-    """A PEFT config for adapter tunings, None when every parameter trains."""
-    if tuning.name == "full":
+    """A PEFT config for adapter tunings, None when the model's own parameters train."""
+    if tuning.name not in ADAPTER_TUNINGS:
         return None
     from peft import LoraConfig
 
