@@ -57,6 +57,7 @@ class McqItem:
     prompt: str
     choices: tuple[str, ...]  # one per CATEGORIES entry, same order
     gold: int
+    has_tools: bool  # the row offered tools (a tool call with none offered is a hallucination)
 
     def as_doc(self) -> dict:
         """The fields NVIDIA's `process_docs_*` add to a row (the task's doc_to_text/choice/target)."""
@@ -69,6 +70,7 @@ def mcq_item(row: dict, fmt: Format) -> McqItem:
         prompt=fmt.prompt(row["tools"], row["question"]),
         choices=tuple(fmt.choices(row["answers"])),
         gold=CATEGORIES.index(row["correct_answer"]),
+        has_tools=bool(row["tools"]),
     )
 
 
