@@ -169,6 +169,11 @@ class DataSpec:
     on_bad_row: OnBadRow = OnBadRow.error
 
 
+class EvalBackend(Choice):
+    fcft = "fcft"  # fcft's scorer: each prompt runs once, its four choices on the prompt's cached keys/values
+    lm_eval = "lm_eval"  # lm-evaluation-harness itself, on a task fcft writes (pip install 'fcft[eval]')
+
+
 @dataclass
 class EvalSpec:
     """When2Call multiple-choice evaluation after training (conf/eval/)."""
@@ -176,7 +181,11 @@ class EvalSpec:
     enabled: bool = True
     format: Optional[str] = None  # prompt format of the MCQ items; null = the training format
     limit: Optional[int] = None  # first N test rows
-    batch_size: int = 8
+    batch_size: int = 8  # rows (prompts) per forward pass; lm_eval gets 4 requests per row
+    backend: EvalBackend = EvalBackend.fcft
+    write_requests: bool = False  # also write eval/requests.jsonl: per row uuid, prompt, choices, gold index
+    bootstrap_resamples: int = 1000  # row resamples behind the 95% intervals of acc_norm and macro_f1
+    bootstrap_seed: int = 0
 
 
 @dataclass
@@ -427,6 +436,13 @@ def _check_eval(spec: DictConfig) -> None:
         _fail("eval.limit", f"must be >= 1 or null, got {e.limit}")
     if e.batch_size < 1:
         _fail("eval.batch_size", f"must be >= 1, got {e.batch_size}")
+    if e.bootstrap_resamples < 1:
+        _fail("eval.bootstrap_resamples", f"must be >= 1 (1000 is usual), got {e.bootstrap_resamples}")
+    if e.enabled and e.backend == EvalBackend.lm_eval:
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            _fail("eval.backend", "lm_eval needs lm-evaluation-harness, which is not installed: pip install 'fcft[eval]'")
     if not e.enabled and spec.method.name == MethodName.none:
         _fail("eval.enabled", "method=none only evaluates: with eval.enabled=false there is nothing to run")
 

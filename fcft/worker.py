@@ -8,7 +8,10 @@ Every launcher ends here, with the same spec file; Hydra is never involved. The 
     spectrum.yaml       Spectrum runs only: the unfrozen-parameter patterns the run used
     train_log.jsonl     the trainer's log history, one record per logging step
     eval/samples.jsonl  per test row: uuid, gold, predicted (argmax log-likelihood), predicted_norm, loglikelihoods
-    metrics.json        {"train": {..., "init_from"}, "eval": {"acc", "acc_norm", "n", "format"}, "data": {...}}, written last
+    eval/requests.jsonl eval.write_requests=true only: per test row uuid, prompt, choices, gold index
+    metrics.json        {"train": {..., "init_from"}, "eval": {"acc", "acc_norm", "acc_norm_ci95", "macro_f1",
+                        "macro_f1_ci95", "tool_hallucination_rate", "confusion", "n", "format", "backend"},
+                        "data": {...}}, written last
     error.json          only when the run failed: the error's type and message
 """
 
@@ -81,12 +84,16 @@ def _run(spec: DictConfig, run_dir: Path) -> dict:
 
     if spec.eval.enabled:
         from fcft.data.prepare import mcq_item
-        from fcft.evaluate import evaluate
+        from fcft.evaluate import evaluate, requests
 
+        e = spec.eval
         items = [mcq_item(row, eval_format) for row in test_rows.rows]
-        eval_metrics, samples = evaluate(model, tokenizer, items, spec.eval.batch_size)
+        if e.write_requests:
+            _write_jsonl(run_dir / "eval" / "requests.jsonl", requests(items))
+        eval_metrics, samples = evaluate(model, tokenizer, items, batch_size=e.batch_size, backend=str(e.backend),
+                                         resamples=e.bootstrap_resamples, seed=e.bootstrap_seed)  # fmt: skip
         _write_jsonl(run_dir / "eval" / "samples.jsonl", samples)
-        metrics["eval"] = {**eval_metrics, "format": eval_format.name}
+        metrics["eval"] = {**eval_metrics, "format": eval_format.name, "backend": str(e.backend)}
     return metrics
 
 
@@ -127,12 +134,17 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 def metrics_table(metrics: dict) -> str:
     """A short text table of the headline numbers."""
-    rows = [("train loss", metrics["train"].get("loss")), ("train steps", metrics["train"].get("steps"))]
     ev = metrics["eval"]
-    rows += [(f"eval {k}", ev.get(k)) for k in ("acc", "acc_norm", "n")] + [("eval format", ev.get("format"))]
-    shown = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in rows if v is not None]
+    rows = [("train loss", metrics["train"].get("loss"), None), ("train steps", metrics["train"].get("steps"), None)]
+    keys = ("acc", "acc_norm", "macro_f1", "tool_hallucination_rate", "n", "format")
+    rows += [(f"eval {k}", ev.get(k), ev.get(f"{k}_ci95")) for k in keys]
+    shown = [(k, (f"{v:.4f}" if isinstance(v, float) else str(v)) + _interval(ci)) for k, v, ci in rows if v is not None]
     width = max((len(k) for k, _ in shown), default=0)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in shown)
+
+
+def _interval(ci) -> str:
+    return f"  (95% CI {ci[0]:.4f} to {ci[1]:.4f})" if ci else ""
 
 
 def main(argv: list[str] | None = None) -> int:

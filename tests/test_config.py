@@ -89,6 +89,7 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("eval.format=chatml", "eval.format: unknown format 'chatml'"),
         ("tuning=lora tuning.lora_dropout=1.5", "tuning.lora_dropout: must be in [0, 1)"),
         ("method=none eval.enabled=false", "method=none only evaluates"),
+        ("eval.bootstrap_resamples=0", "eval.bootstrap_resamples: must be >= 1"),
         ("compute=cpu model.attn_implementation=flash_attention_2", "flash_attention_2 needs a CUDA GPU"),
         ("method=sft method.beta=0.1", "method.beta: only the preference methods (dpo, mpo) take it; method is sft"),
         ("method=sft method.loss_type=[sigmoid]", "method.loss_type: only the preference methods"),
@@ -124,6 +125,7 @@ def test_validation_errors_name_the_key_and_what_is_valid(override, message):
         ("method.learning_rat=1", "Key 'learning_rat' not in 'MethodSpec'"),
         ("method.learning_rate=abc", "Value 'abc' of type 'str' could not be converted to Float"),
         ("tuning.name=qlorra", "Invalid value 'qlorra', expected one of [full, lora, qlora, spectrum]"),
+        ("eval.backend=lm_evl", "Invalid value 'lm_evl', expected one of [fcft, lm_eval]"),
     ],
 )
 def test_type_and_key_errors_come_from_the_schema(override, message):

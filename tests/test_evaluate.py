@@ -1,4 +1,5 @@
-"""The first MCQ evaluation: lm-eval's token split, and scores that don't depend on batch-mates."""
+"""fcft's cached scorer against plain full-sequence scoring with lm-eval's rules: whatever the batch-mates, the
+prompt lengths and the truncation."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from fcft import evaluate as evaluation
 from fcft.data import formats
-from fcft.data.prepare import mcq_item, split_tokens
+from fcft.data.prepare import McqItem, mcq_item, split_tokens
 from fcft.data.when2call import load_part
-from fcft.evaluate import evaluate, score
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,26 @@ def tiny(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def real_items(real_test_rows):
+def real_items(real_test_rows, tiny):
+    """The longest, the shortest and a middling prompt of the 90 real rows (qwen2_5), and a 1-token prompt."""
+    _, tokenizer = tiny
     data = OmegaConf.create({"hub_id": None, "test_path": str(real_test_rows), "on_bad_row": "error"})
-    return [mcq_item(row, formats.get("qwen2_5")) for row in load_part(data, "test", limit=12).rows]
+    items = sorted((mcq_item(row, formats.QWEN2_5) for row in load_part(data, "test").rows), key=lambda i: len(i.prompt))
+    one_token = McqItem("one-token", "<|im_start|>", items[0].choices, items[0].gold, False)
+    assert len(tokenizer(one_token.prompt, add_special_tokens=False)["input_ids"]) == 1
+    return [items[-1], items[0], items[len(items) // 2], one_token]
+
+
+def reference(model, tokenizer, item: McqItem, max_length: int) -> list[float]:
+    """lm-eval's `_loglikelihood_tokens`, one sequence at a time: (context + continuation)[-(max_length+1):][:-1]."""
+    sums = []
+    for context, continuation in split_tokens(tokenizer, [item.prompt] * 4, list(item.choices)):
+        inputs = (context + continuation)[-(max_length + 1) :][:-1]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([inputs])).logits[0].float(), dim=-1)
+        positions = range(len(inputs) - len(continuation), len(inputs))
+        sums.append(sum(logprobs[p, t].item() for p, t in zip(positions, continuation)))
+    return sums
 
 
 def test_split_moves_trailing_whitespace_into_the_continuation(tiny):
@@ -32,24 +50,54 @@ def test_split_moves_trailing_whitespace_into_the_continuation(tiny):
     assert tokenizer.decode(continuation) == "\nA"
 
 
-def test_batched_scores_equal_one_sequence_at_a_time(tiny, real_items):
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
+def test_cached_scores_equal_full_sequences_whatever_the_batch_mates(tiny, real_items, batch_size):
     model, tokenizer = tiny
-    batched = score(model, tokenizer, real_items, batch_size=3)
-    for item, lls in zip(real_items[:4], batched):
-        for choice, ll in zip(item.choices, lls):
-            [(context, continuation)] = split_tokens(tokenizer, [item.prompt], [choice])
-            ids = torch.tensor([context + continuation])
-            with torch.no_grad():
-                logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
-            expected = sum(logprobs[len(context) - 1 + k, t].item() for k, t in enumerate(continuation))
-            assert ll == pytest.approx(expected, abs=1e-3)
+    max_length = evaluation.context_length(model, tokenizer)
+    scores = evaluation.score(model, tokenizer, real_items, batch_size=batch_size)
+    for item, lls in zip(real_items, scores):  # batch 4: prompts of 1 to ~3,600 tokens side by side
+        assert lls == pytest.approx(reference(model, tokenizer, item, max_length), abs=2e-3), item.uuid
 
 
-def test_metrics_follow_the_per_row_predictions(tiny, real_items):
+def test_long_rows_lose_tokens_from_the_left_as_lm_eval_cuts_them(tiny, real_items):
+    from fcft import lm_eval_task
+
     model, tokenizer = tiny
-    metrics, samples = evaluate(model, tokenizer, real_items, batch_size=4)
+    items = real_items[:3]
+    longest_choice = max(len(c) for _, c in split_tokens(tokenizer, *zip(*[(i.prompt, c) for i in items for c in i.choices])))
+    max_length = longest_choice + 40  # every prompt gets cut, each choice's differently
+    scores = evaluation.score(model, tokenizer, items, batch_size=3, max_length=max_length)
+    for item, lls in zip(items, scores):
+        assert lls == pytest.approx(reference(model, tokenizer, item, max_length), abs=2e-3), item.uuid
+    for ours, theirs in zip(scores, lm_eval_task.score(model, tokenizer, items, 3, max_length)):
+        assert ours == pytest.approx(theirs, abs=2e-3)
+    with pytest.raises(ValueError, match="alone is .* tokens, longer than the model's maximum length 20"):
+        evaluation.score(model, tokenizer, items, max_length=20)
+
+
+def test_models_without_full_attention_and_empty_prompts_are_refused(tiny, real_items):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model, tokenizer = tiny
+    empty = McqItem("empty", " \n", real_items[0].choices, 1, True)
+    with pytest.raises(ValueError, match="test row empty: the prompt is empty"):
+        evaluation.score(model, tokenizer, [empty])
+    config = AutoConfig.for_model(**{**model.config.to_dict(), "use_sliding_window": True, "sliding_window": 64,
+                                     "max_window_layers": 0, "layer_types": None})  # fmt: skip
+    sliding = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(ValueError, match="sliding-window .* use eval.backend=lm_eval"):
+        evaluation.score(sliding, tokenizer, real_items[:1])
+
+
+def test_samples_and_metrics_follow_the_per_row_scores(tiny, real_items):
+    model, tokenizer = tiny
+    metrics, samples = evaluation.evaluate(model, tokenizer, real_items, batch_size=2, resamples=50)
     assert metrics["n"] == len(real_items) == len(samples)
     assert metrics["acc"] == sum(s["predicted"] == s["gold"] for s in samples) / len(samples)
     for item, sample in zip(real_items, samples):
+        assert sample["uuid"] == item.uuid and sample["gold"] == formats.CATEGORIES[item.gold]
         normalised = [ll / len(c) for ll, c in zip(sample["loglikelihoods"], item.choices)]
         assert sample["predicted_norm"] == formats.CATEGORIES[normalised.index(max(normalised))]
+    assert set(metrics) == {"acc", "acc_norm", "acc_norm_ci95", "macro_f1", "macro_f1_ci95",
+                            "tool_hallucination_rate", "confusion", "n"}  # fmt: skip
+    assert sum(sum(row.values()) for row in metrics["confusion"].values()) == len(samples)

@@ -26,7 +26,8 @@ def test_cli_run_leaves_the_contract_files(sft_run):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 5 and metrics["train"]["loss"] > 0
-    assert set(metrics["eval"]) >= {"acc", "acc_norm", "n"} and metrics["eval"]["n"] == 48
+    assert set(metrics["eval"]) == {"acc", "acc_norm", "acc_norm_ci95", "macro_f1", "macro_f1_ci95", "n", "format",
+                                    "tool_hallucination_rate", "confusion", "backend"} and metrics["eval"]["n"] == 48
     samples = [json.loads(line) for line in (run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 48
     assert {"uuid", "gold", "predicted", "loglikelihoods"} <= set(samples[0])
@@ -59,7 +60,7 @@ def test_saved_model_reloads_and_evaluates_alone(sft_run, tmp_path):
     trained = json.loads((run_dir / "metrics.json").read_text())["eval"]
     reloaded = json.loads((tmp_path / "metrics.json").read_text())
     assert reloaded["train"] == {} and not (tmp_path / "model").exists()
-    assert reloaded["eval"]["acc"] == trained["acc"] and reloaded["eval"]["acc_norm"] == trained["acc_norm"]
+    assert reloaded["eval"] == trained  # every metric, the intervals and the confusion matrix
 
 
 def test_lora_run_saves_an_adapter_that_peft_loads(tmp_path, tiny_dir):
