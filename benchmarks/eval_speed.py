@@ -1,0 +1,101 @@
+"""When2Call MCQ evaluation speed: fcft's cached scorer against lm-evaluation-harness, same rows, same model, one run.
+
+    python benchmarks/eval_speed.py                       # the 90 real rows, qwen2_5, batch 8 rows
+    python benchmarks/eval_speed.py --format llama3_2 --hidden 512 --layers 8
+
+The model is a randomly initialised Qwen3 (default: hidden 256, 4 layers, 4 heads of 64, 2 KV heads, MLP 768;
+~3.6 M parameters with fcft's tiny 4k-vocabulary tokenizer), big enough that the forward passes, not Python,
+take the time. The rows are the 90 real When2Call test rows in ../shared (prompts of ~160-3,600 tokens with
+this tokenizer, ~1,360 on average; choices ~60). Both backends score all rows; the script asserts that they
+pick the same answer on every row (argmax and length-normalised) and give the same acc, acc_norm and
+macro-F1, then prints both times and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+REAL_ROWS = ROOT.parent / "shared" / "data" / "when2call" / "test_sample.jsonl"
+
+
+def build_model(tokenizer, hidden: int, layers: int, dtype: str):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 128), head_dim=64, intermediate_size=3 * hidden,
+        tie_word_embeddings=True, max_position_embeddings=32768, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(config).to(getattr(torch, dtype)).eval()
+    model.config._attn_implementation = "sdpa"
+    return model
+
+
+def timed(function, *args, **kwargs):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=Path, default=REAL_ROWS, help="When2Call test rows (.jsonl)")
+    parser.add_argument("--format", default="qwen2_5", help="prompt format (qwen2_5 | llama3_2 | blog)")
+    parser.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (lm-eval: 4 requests per row)")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from fcft import tiny
+    from fcft.data import formats
+    from fcft.data.prepare import mcq_item
+    from fcft.data.when2call import load_part
+    from fcft.evaluate import context_length, score, summarise
+    from fcft.lm_eval_task import score as lm_eval_score
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.ensure())
+    data = OmegaConf.create({"hub_id": None, "test_path": str(args.rows), "on_bad_row": "error"})
+    items = [mcq_item(row, formats.get(args.format)) for row in load_part(data, "test").rows]
+    model = build_model(tokenizer, args.hidden, args.layers, args.dtype)
+    max_length = context_length(model, tokenizer)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"{len(items)} rows ({args.rows.name}), format {args.format}, Qwen3 {parameters / 1e6:.1f} M parameters "
+          f"(hidden {args.hidden}, {args.layers} layers, {args.dtype}), batch {args.batch_size} rows, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+    score(model, tokenizer, items[:2], args.batch_size, max_length)  # warm-up: thread pools, kernels
+    ours, our_wall, our_cpu = timed(score, model, tokenizer, items, args.batch_size, max_length)
+    theirs, their_wall, their_cpu = timed(lm_eval_score, model, tokenizer, items, args.batch_size, max_length)
+
+    (our_metrics, our_samples), (their_metrics, their_samples) = summarise(items, ours), summarise(items, theirs)
+    for key in ("predicted", "predicted_norm"):
+        assert [s[key] for s in our_samples] == [s[key] for s in their_samples], f"{key} differs between backends"
+    for key in ("acc", "acc_norm", "macro_f1"):
+        assert abs(our_metrics[key] - their_metrics[key]) <= 1e-9, key
+    largest = max(abs(a - b) for row_a, row_b in zip(ours, theirs) for a, b in zip(row_a, row_b))
+    print(f"identical predictions on all {len(items)} rows; acc {our_metrics['acc']:.4f}, acc_norm "
+          f"{our_metrics['acc_norm']:.4f}, macro_f1 {our_metrics['macro_f1']:.4f} from both; largest "
+          f"log-likelihood difference {largest:.2e}")  # fmt: skip
+    print(f"{'backend':10} {'wall s':>8} {'cpu s':>8}")
+    print(f"{'fcft':10} {our_wall:8.1f} {our_cpu:8.1f}")
+    print(f"{'lm_eval':10} {their_wall:8.1f} {their_cpu:8.1f}")
+    print(f"lm_eval / fcft: {their_wall / our_wall:.2f}x wall, {their_cpu / our_cpu:.2f}x cpu")
+
+
+if __name__ == "__main__":
+    main()
