@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fcft.train.args import common_args
+from fcft.train.args import common_args, resume_from
 from fcft.train.tuning import peft_config
 
 
@@ -27,5 +27,5 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
         processing_class=tokenizer,
         peft_config=peft_config(spec.tuning),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from(spec))
     return trainer
