@@ -74,7 +74,11 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
 def _report(metrics: dict | None, run_dir: Path) -> float | None:
     if metrics is None:
         record = jobs.read_record(run_dir)
-        if record is not None:
+        if record is None:  # nothing was submitted (a dry run)
+            return None
+        if record.get("status") == "Completed":
+            print(f"fcft: job {record['job_name']} completed; its outputs: {record.get('model_artifacts')}")
+        else:
             print(f"fcft: submitted {record.get('job_name')}; outputs will be in {run_dir} "
                   f"(wait and collect with: python -m fcft.sweep {run_dir})")  # fmt: skip
         return None

@@ -39,17 +39,22 @@ def resolve_source(model: DictConfig) -> str:
 
 
 def device_for(accelerator: str) -> str:
+    """'cpu', 'cuda', or in a run of several processes on GPUs this process's own 'cuda:<local rank>'."""
     import torch
 
+    from fcft import distributed
+
     if accelerator == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cuda" and distributed.world_size() > 1:
+        return f"cuda:{distributed.local_rank()}"
     return str(accelerator)
 
 
 def attn_implementation(model: DictConfig, device: str) -> str:
     if model.attn_implementation != "auto":
         return model.attn_implementation
-    if device == "cuda":
+    if device.startswith("cuda"):
         try:
             import flash_attn  # noqa: F401
 

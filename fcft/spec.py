@@ -325,7 +325,7 @@ def _check_compute(spec: DictConfig) -> None:
     if c.num_processes is not None and c.num_processes < 1:
         _fail("compute.num_processes", f"must be >= 1, or null for one process per GPU; got {c.num_processes}")
     if c.strategy == Strategy.none and c.num_processes != 1:
-        _fail("compute.strategy", f"'none' runs one process but compute.num_processes is {c.num_processes}; "
+        _fail("compute.strategy", f"'none' runs one process but compute.num_processes is {c.num_processes or 'null'}; "
               "pick compute.strategy=ddp or zero3 for several processes, or set compute.num_processes=1")  # fmt: skip
     if c.num_processes is not None:
         accumulation_steps(spec.method, c.num_processes * c.instance_count)  # the global batch must divide

@@ -88,8 +88,10 @@ class SageMakerLauncher:
         self.image_uri, self.framework_version, self.py_version = image_uri, framework_version, py_version
         self.base_job_name, self.wait, self.dry_run = base_job_name, wait, dry_run
         self.poll_s, self.fetch, self.tracking_uri = poll_s, fetch, tracking_uri
+        if environment is not None and not isinstance(environment, dict):
+            raise SpecError(f"launcher.environment: a mapping of variable names to values, got {environment!r}")
         self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
-        self.secrets = list(secrets)
+        self.secrets = [secrets] if isinstance(secrets, str) else list(secrets)
         self._clients: dict = {}
         self._check_settings()
 
@@ -116,7 +118,10 @@ class SageMakerLauncher:
             return None
         from fcft.sweep import finish
 
-        outcome = finish([Path(run_dir)], out=sys.stdout)[0]
+        try:
+            outcome = finish([Path(run_dir)], out=sys.stdout)[0]
+        except KeyboardInterrupt:
+            raise jobs.RunFailed(f"stopped waiting; the job goes on. Collect it later: python -m fcft.sweep {run_dir}") from None
         if not outcome.ok:
             raise jobs.RunFailed(f"SageMaker job {outcome.job}: {outcome.status}")
         return outcome.metrics
@@ -129,7 +134,7 @@ class SageMakerLauncher:
         session.boto_session.events.register(
             "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: request.update(params)
         )
-        with self._staged(spec, run_dir) as (trainer_args, channels), _sdk_logging():
+        with self._staged(spec, run_dir) as (trainer_args, channels), _sdk_logging(), _aws_refusals("submit the job"):
             trainer = self._trainer(session, **trainer_args)
             trainer.train(input_data_config=channels, wait=False, logs=False)
         name = request["TrainingJobName"]
@@ -184,7 +189,7 @@ class SageMakerLauncher:
     def print_request(self, spec: DictConfig, run_dir: Path) -> dict:
         """launcher.dry_run: the CreateTrainingJob request this spec makes, printed; nothing is uploaded or
         submitted (the S3 URIs are where the uploads would go)."""
-        with self._staged(spec, Path(run_dir)) as (trainer_args, channels), _sdk_logging():
+        with self._staged(spec, Path(run_dir)) as (trainer_args, channels), _sdk_logging(), _aws_refusals("build the job request"):
             trainer = self._trainer(_planning_session(self._boto_session(), self.bucket), **trainer_args)
             # The SDK's own train(dry_run=True) validates but uploads the inputs and returns nothing.
             request = self._redacted(trainer._create_training_job_args(input_data_config=channels, boto3=True))
@@ -279,7 +284,8 @@ class SageMakerLauncher:
     def _session(self):
         from sagemaker.core.helper.session_helper import Session
 
-        return Session(boto_session=self._boto_session(), default_bucket=self.bucket)
+        with _sdk_logging(), _aws_refusals("open a SageMaker session"):
+            return Session(boto_session=self._boto_session(), default_bucket=self.bucket)
 
     def _client(self, region: str, service: str = "sagemaker"):
         if (region, service) not in self._clients:
@@ -422,6 +428,19 @@ def _sdk_logging():
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
             logger.removeFilter(moot)
+
+
+@contextlib.contextmanager
+def _aws_refusals(doing: str):
+    """Errors from AWS or the SDK (no credentials, access denied, a quota, an unknown role) end the run
+    with their message, not a traceback through the SDK."""
+    try:
+        yield
+    except Exception as err:
+        from_aws = isinstance(err, ValueError) or type(err).__module__.split(".")[0] in ("botocore", "boto3", "sagemaker")
+        if isinstance(err, SpecError) or not from_aws:
+            raise
+        raise jobs.RunFailed(f"couldn't {doing} on SageMaker: {type(err).__name__}: {err}") from err
 
 
 class _DropMessage(logging.Filter):

@@ -90,14 +90,12 @@ def report_failure(run_dir: Path, status: int) -> None:
 
 def plan(spec_path: Path):
     """The worker's command line on this instance, and the job's machines."""
-    import torch
-
     from fcft import spec as run_spec
     from launchers.processes import batch_plan, processes_per_machine, worker_command
 
     spec = run_spec.load(spec_path)
     where = machines()
-    processes = processes_per_machine(spec, torch.cuda.device_count())
+    processes = processes_per_machine(spec)  # null: one per GPU of this instance
     command = worker_command(spec, spec_path, processes, where, run_dir=MODEL_DIR)
     print(f"fcft: {where.count} machine(s), this is #{where.rank}; {batch_plan(spec, processes * where.count)}")
     print(f"fcft: {' '.join(command)}", flush=True)

@@ -158,6 +158,18 @@ def test_dry_run_prints_the_request_and_submits_nothing(aws, tmp_path, capsys):
     assert_no_secret(out, run_dir=tmp_path)
 
 
+def tarball(files: dict) -> bytes:
+    """A .tar.gz of {name: JSON-able content or text}."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in files.items():
+            payload = (content if isinstance(content, str) else json.dumps(content)).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
 def simulate_job(job_root: Path, request: dict, s3) -> None:
     """Play SageMaker's part for a created job: download its channels into <job_root>/input/data, run its
     command in the code channel (as sm_train.sh does), upload /opt/ml/model and /opt/ml/output/data."""
@@ -297,9 +309,23 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
     assert {c["ChannelName"] for c in job["InputDataConfig"]} == {"train", "pref", "test", "code", "sm_drivers"}
     assert job["HyperParameters"]["fcft_spec"] == "/opt/ml/input/data/code/fcft_job/spec.yaml"
     assert job["CheckpointConfig"]["S3Uri"].endswith("/checkpoints")
-    assert jobs.read_record(tmp_path)["job_name"] == summary["TrainingJobName"]
+    record = jobs.read_record(tmp_path)
+    assert record["job_name"] == summary["TrainingJobName"]
     assert f"python -m fcft.sweep {tmp_path}" in result.stdout
     assert_no_secret(result.stdout, result.stderr, run_dir=tmp_path)
+
+    # Later, the job has finished (moto: at once) and left its run directory: collect it.
+    bucket, key = record["model_artifacts"][5:].split("/", 1)
+    boto3.client("s3", region_name=REGION, endpoint_url=moto_server).put_object(
+        Bucket=bucket, Key=key, Body=tarball({"metrics.json": {"train": {"loss": 1.25}, "eval": {"acc_norm": 0.5}},
+                                              "spec.yaml": "the job's own: not to replace the local one"}))  # fmt: skip
+    spec_before = (tmp_path / "spec.yaml").read_text()
+    collected = subprocess.run([sys.executable, "-m", "fcft.sweep", str(tmp_path)], cwd=ROOT, capture_output=True,
+                               text=True, env={**os.environ, "AWS_ENDPOINT_URL": moto_server}, timeout=300)  # fmt: skip
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["eval"]["acc_norm"] == 0.5
+    assert (tmp_path / "spec.yaml").read_text() == spec_before
+    assert "1 of 1 jobs succeeded" in collected.stdout and "acc_norm 0.5000" in collected.stdout
 
 
 def test_cli_sweep_submits_every_job_then_reports_each(moto_server, tmp_path, monkeypatch):
@@ -318,14 +344,8 @@ def test_cli_sweep_submits_every_job_then_reports_each(moto_server, tmp_path, mo
             job.training_job_status, job.failure_reason = "Failed", "AlgorithmError: loss is NaN"
             return job
         metrics = {"train": {"loss": 1.5, "steps": 3}, "eval": {"acc_norm": 0.25, "n": 48}, "data": {}}
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            payload = json.dumps(metrics).encode()
-            info = tarfile.TarInfo("metrics.json")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
         bucket, key = job.model_artifacts["S3ModelArtifacts"][5:].split("/", 1)
-        s3.put_object(Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"), Body=buffer.getvalue())
+        s3.put_object(Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"), Body=tarball({"metrics.json": metrics}))
         return job
 
     monkeypatch.setattr(SageMakerModelBackend, "create_training_job", play_job)
