@@ -11,6 +11,8 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
+from fcft import distributed
+
 
 def source_problem(model: DictConfig) -> Optional[str]:
     """Why the model's weights can't be reached, or None when they can."""
@@ -41,8 +43,6 @@ def resolve_source(model: DictConfig) -> str:
 def device_for(accelerator: str) -> str:
     """'cpu', 'cuda', or in a run of several processes on GPUs this process's own 'cuda:<local rank>'."""
     import torch
-
-    from fcft import distributed
 
     if accelerator == "auto":
         accelerator = "cuda" if torch.cuda.is_available() else "cpu"
@@ -83,3 +83,13 @@ def load_model(model: DictConfig, device: str, source: Optional[str] = None):
         dtype=getattr(torch, model.dtype),
         attn_implementation=attn_implementation(model, device),
     ).to(device)
+
+
+def load_gathered(model: DictConfig, device: str, path: Path):
+    """The model saved at `path`, loaded whole in this process alone. Under ZeRO-3 each rank holds a shard
+    of the trained weights, so rank 0 evaluates the gathered copy the trainer saved, loaded outside
+    DeepSpeed's zero.Init (which the trainer switched on for this process and would wait for the others)."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    return load_model(model, device, str(path))

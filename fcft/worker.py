@@ -91,7 +91,7 @@ def _run(spec: DictConfig, run_dir: Path) -> dict:
         metrics["train"] = _train_summary(trainer)
         shutil.rmtree(run_dir / "trainer", ignore_errors=True)  # empty unless checkpoints were asked for
         if spec.compute.strategy == run_spec.Strategy.zero3:
-            model = distributed.load_gathered(spec.model, device, run_dir / "model")
+            model = models.load_gathered(spec.model, device, run_dir / "model")
 
     if spec.eval.enabled and distributed.is_main():
         from fcft.data.prepare import mcq_item
