@@ -15,10 +15,10 @@ from fcft.data import SAMPLE_DIR
 from fcft.launch import make_launcher
 from launchers.processes import Machines, worker_command
 
-# Same global batch of 8 in every run: 1 process x 2 per device x 4 accumulation, 2 processes x 2 x 2.
+# Same global batch of 4 in every run: 1 process x 2 per device x 2 accumulation, 2 processes x 2 x 1.
 # Tiny data, a few steps, a learning rate that moves the loss, one log record per step.
-SAME_BATCH = ("method.per_device_train_batch_size=2", "method.global_batch_size=8", "method.max_steps=4",
-              "method.learning_rate=1e-3", "method.warmup_ratio=0", "method.logging_steps=1", "data.limit=32")  # fmt: skip
+SAME_BATCH = ("method.per_device_train_batch_size=2", "method.global_batch_size=4", "method.max_steps=3",
+              "method.learning_rate=1e-3", "method.warmup_ratio=0", "method.logging_steps=1", "data.limit=16")  # fmt: skip
 
 
 def losses(run_dir):
@@ -33,7 +33,7 @@ def one_process(tmp_path_factory, tiny_dir):
     run_dir = tmp_path_factory.mktemp("one")
     spec = run_spec.validate(compose("compute=cpu", *SAME_BATCH, "eval.enabled=false"))
     metrics = worker.run(spec, run_dir)
-    assert metrics["train"]["processes"] == 1 and metrics["train"]["global_batch_size"] == 8
+    assert metrics["train"]["processes"] == 1 and metrics["train"]["global_batch_size"] == 4
     return run_dir
 
 
@@ -43,15 +43,15 @@ def test_two_processes_follow_the_one_process_loss_curve(compute, one_process, t
     run_spec.save(spec, tmp_path / run_spec.SPEC_FILE)
     metrics = make_launcher(spec).launch(spec, tmp_path)
     assert metrics["train"]["processes"] == 2  # accelerate really started two
-    assert metrics["train"]["global_batch_size"] == 8 and metrics["train"]["steps"] == 4
+    assert metrics["train"]["global_batch_size"] == 4 and metrics["train"]["steps"] == 3
     expected = losses(one_process)
-    assert len(expected) == 4 and expected[0] != pytest.approx(expected[-1], abs=1e-3)  # the loss moved
+    assert len(expected) == 3 and expected[0] != pytest.approx(expected[-1], abs=1e-3)  # the loss moved
     assert losses(tmp_path) == pytest.approx(expected, rel=1e-4)
     # Rank 0 alone wrote the run directory and evaluated, once.
     assert metrics["eval"]["n"] == 2 and len((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "model" / "model.safetensors").is_file() and not list(tmp_path.glob(".*tmp"))
     out = capfd.readouterr().out
-    assert "2 processes" in out and "x 2 per device x 2 accumulation = global batch 8" in out
+    assert "2 processes (" in out and "x 2 per device x 1 accumulation = global batch 4" in out
 
 
 def test_training_resumes_from_the_latest_checkpoint(tmp_path, tiny_dir):

@@ -206,7 +206,8 @@ def test_job_runs_from_what_was_uploaded_and_its_results_come_back(aws, tmp_path
     job_root = tmp_path / "opt" / "ml"
     monkeypatch.setattr(sagemaker_launcher, "JOB_ROOT", str(job_root))  # the container's /opt/ml, here
     spec = sagemaker_spec("compute=ml.g5.2xlarge", "compute.accelerator=cpu", "launcher.poll_s=0.1",  # played on this CPU
-                          "method.max_steps=2", "data.limit=16",
+                          "method.max_steps=2", "method.per_device_train_batch_size=2",
+                          "method.gradient_accumulation_steps=1", "data.limit=16",
                           "eval.limit=4", f"model.path={tiny_dir}")  # fmt: skip
     run_dir = tmp_path / "run"
     run_dir.mkdir()
