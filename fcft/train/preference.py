@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fcft.train import tuning
-from fcft.train.args import common_args
+from fcft.train.args import common_args, resume_from
 
 
 def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str):
@@ -44,7 +44,7 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from(spec))
     return trainer
 
 
