@@ -5,7 +5,9 @@ the run directory, and hand it to the configured launcher.
     python -m fcft -m key=a,b ...                          # a sweep (Hydra multirun)
     python -m fcft --cfg job                               # print the composed config
 
-Hydra runs here only; launchers and the worker read the frozen spec.yaml.
+Hydra runs here only; launchers and the worker read the frozen spec.yaml. In a multirun, a job that fails
+(bad config, failed training, refused submission) leaves error.json and the sweep goes on; remote
+launchers only submit, and the multirun's end (fcft/sweep.py) waits for every job and reports.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from fcft import jobs
 from fcft import spec as run_spec
+from fcft.launch import make_launcher
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("fcft")
@@ -27,49 +31,56 @@ log = logging.getLogger("fcft")
 run_spec.register_schema()
 
 
-def make_launcher(spec: DictConfig):
-    """The launcher object the spec names (`launcher._target_` plus its keyword arguments)."""
-    import importlib
-    import inspect
-
-    settings = OmegaConf.to_container(spec.launcher)
-    target = settings.pop("_target_", None)
-    if not isinstance(target, str):
-        raise run_spec.SpecError("launcher._target_: missing; name the launcher class, e.g. launchers.local.LocalLauncher")
-    module, _, name = target.rpartition(".")
-    try:
-        launcher_class = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise run_spec.SpecError(f"launcher._target_: can't import '{target}' ({err})") from None
-    params = inspect.signature(launcher_class).parameters
-    valid = sorted(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD)
-    unknown = sorted(set(settings) - set(valid))
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise run_spec.SpecError(
-            f"unknown key 'launcher.{unknown[0]}' for {target}; valid keys: {', '.join(valid) or 'none (it takes no settings)'}"
-        )
-    try:
-        return launcher_class(**settings)
-    except (TypeError, ValueError) as err:
-        raise run_spec.SpecError(f"launcher: {target} refused its settings: {err}") from None
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return _sweep_job(cfg, run_dir)
     try:
         spec = run_spec.validate(cfg)
         launcher = make_launcher(spec)
     except run_spec.SpecError as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failed job; the sweep goes on
         print(f"fcft: invalid config: {err}", file=sys.stderr)
         sys.exit(2)
     run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
     log.info("spec written to %s", run_dir / run_spec.SPEC_FILE)
-    metrics = launcher.launch(spec, run_dir)
+    try:
+        metrics = launcher.launch(spec, run_dir)
+    except jobs.RunFailed as err:
+        print(f"fcft: run failed: {err}", file=sys.stderr)
+        sys.exit(1)
+    return _report(metrics, run_dir)
+
+
+def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
+    """One job of a multirun: submit it where the launcher can (`submit`), else run it; a failure is written
+    to error.json and logged, never raised, so the other jobs run and the multirun's end reports it."""
+    try:
+        spec = run_spec.validate(cfg)
+        launcher = make_launcher(spec)
+        run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
+        if hasattr(launcher, "submit"):
+            launcher.submit(spec, run_dir)
+            return None
+        return _report(launcher.launch(spec, run_dir), run_dir)
+    except Exception as err:  # noqa: BLE001 -- every failure is the job's, reported at the multirun's end
+        if not (run_dir / jobs.ERROR_FILE).is_file():  # the worker writes its own, with the traceback
+            run_dir.mkdir(parents=True, exist_ok=True)
+            jobs.write_error(run_dir, err)
+        print(f"fcft: job {run_dir.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return None
+
+
+def _report(metrics: dict | None, run_dir: Path) -> float | None:
     if metrics is None:
-        print(f"fcft: submitted; outputs will be in {run_dir}")
+        record = jobs.read_record(run_dir)
+        if record is None:  # nothing was submitted (a dry run)
+            return None
+        if record.get("status") == "Completed":
+            print(f"fcft: job {record['job_name']} completed; its outputs: {record.get('model_artifacts')}")
+        else:
+            print(f"fcft: submitted {record.get('job_name')}; outputs will be in {run_dir} "
+                  f"(wait and collect with: python -m fcft.sweep {run_dir})")  # fmt: skip
         return None
     from fcft.worker import metrics_table
 

@@ -14,6 +14,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from fcft import distributed
+
 
 def source_problem(model: DictConfig) -> Optional[str]:
     """Why the model's weights can't be reached, or None when they can."""
@@ -42,17 +44,20 @@ def resolve_source(model: DictConfig) -> str:
 
 
 def device_for(accelerator: str) -> str:
+    """'cpu', 'cuda', or in a run of several processes on GPUs this process's own 'cuda:<local rank>'."""
     import torch
 
     if accelerator == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cuda" and distributed.world_size() > 1:
+        return f"cuda:{distributed.local_rank()}"
     return str(accelerator)
 
 
 def attn_implementation(model: DictConfig, device: str) -> str:
     if model.attn_implementation != "auto":
         return model.attn_implementation
-    if device == "cuda":
+    if device.startswith("cuda"):
         try:
             import flash_attn  # noqa: F401
 
@@ -190,3 +195,13 @@ def _merged_adapter(run: Path, model: DictConfig, device: str):
     else:
         base = load_model(model, device, resolve_source(previous.model), revision=previous.model.get("revision"))
     return PeftModel.from_pretrained(base, str(run / "model")).merge_and_unload()
+
+
+def load_gathered(model: DictConfig, device: str, path: Path):
+    """The model saved at `path`, loaded whole in this process alone. Under ZeRO-3 each rank holds a shard
+    of the trained weights, so rank 0 evaluates the gathered copy the trainer saved, loaded outside
+    DeepSpeed's zero.Init (which the trainer switched on for this process and would wait for the others)."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    return load_model(model, device, str(path))

@@ -80,6 +80,14 @@ class Accelerator(Choice):
     cuda = "cuda"
 
 
+class Strategy(Choice):
+    """How several processes share the training (fcft's launcher picks accelerate's config from it)."""
+
+    none = "none"  # one process
+    ddp = "ddp"  # data parallel: each process holds the whole model (NCCL on GPUs, gloo on CPUs)
+    zero3 = "zero3"  # DeepSpeed ZeRO-3: parameters, gradients and optimizer state sharded across processes
+
+
 class OnBadRow(Choice):
     error = "error"
     skip = "skip"
@@ -113,6 +121,10 @@ class MethodSpec:
     max_steps: int = -1  # > 0 overrides num_train_epochs
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 2
+    # When set, gradient_accumulation_steps is derived from it:
+    #   global_batch_size = per_device_train_batch_size x gradient_accumulation_steps x processes
+    # so the same spec trains on the same global batch with any number of processes.
+    global_batch_size: Optional[int] = None
     gradient_checkpointing: bool = False
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -148,11 +160,23 @@ class TuningSpec:
 
 @dataclass
 class ComputeSpec:
-    """Where the numbers are crunched (conf/compute/)."""
+    """Where the numbers are crunched (conf/compute/): this machine, or a SageMaker instance type."""
 
     name: str = "???"
     accelerator: Accelerator = Accelerator.auto
-    num_processes: int = 1
+    num_processes: Optional[int] = 1  # processes per machine; null = one per GPU, counted where the run executes
+    strategy: Strategy = Strategy.none
+    # Checkpoints: the trainer saves one every checkpoint_steps into checkpoint_dir, and a run that finds
+    # checkpoints there resumes from the latest (a restarted spot job, an interrupted local run).
+    checkpoint_dir: Optional[str] = None
+    checkpoint_steps: int = 200
+    # SageMaker training jobs (launcher=sagemaker); instance_type null = this machine.
+    instance_type: Optional[str] = None  # e.g. ml.p4d.24xlarge
+    instance_count: int = 1
+    volume_size_gb: int = 100
+    max_runtime_s: int = 86400
+    use_spot: bool = False  # managed spot training: cheaper, may be interrupted and restarted
+    max_wait_s: Optional[int] = None  # spot only: the longest the job may wait for capacity plus run
 
 
 @dataclass
@@ -256,9 +280,9 @@ def load(path: str | Path) -> DictConfig:
 
 def _absolute_paths(spec: DictConfig) -> None:
     """Local paths become absolute, so a spec runs the same from any working directory."""
-    paths = ((spec.model, "path"), (spec.tuning, "spectrum_file"),
-             (spec.data, "train_path"), (spec.data, "pref_path"), (spec.data, "test_path"))  # fmt: skip
-    for node, key in paths:
+    local_paths = ((spec.model, "path"), (spec.tuning, "spectrum_file"), (spec.data, "train_path"),
+                   (spec.data, "pref_path"), (spec.data, "test_path"), (spec.compute, "checkpoint_dir"))  # fmt: skip
+    for node, key in local_paths:
         value = node[key]
         if value is not None and "://" not in value:
             node[key] = str(Path(os.path.expanduser(value)).absolute())
@@ -322,6 +346,8 @@ def _check_method(spec: DictConfig) -> None:
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if m[key] < 1:
             _fail(f"method.{key}", f"must be >= 1, got {m[key]}")
+    if m.global_batch_size is not None and m.global_batch_size < 1:
+        _fail("method.global_batch_size", f"must be >= 1 or null, got {m.global_batch_size}")
     schedulers = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "polynomial")
     if m.lr_scheduler_type not in schedulers:
         _fail("method.lr_scheduler_type", f"'{m.lr_scheduler_type}' is not one of {', '.join(schedulers)}")
@@ -392,15 +418,62 @@ def _check_4bit(t: DictConfig) -> None:
 
 def _check_compute(spec: DictConfig) -> None:
     c = spec.compute
-    if c.num_processes < 1:
-        _fail("compute.num_processes", f"must be >= 1, got {c.num_processes}")
-    if c.accelerator == Accelerator.cuda:
+    if c.num_processes is not None and c.num_processes < 1:
+        _fail("compute.num_processes", f"must be >= 1, or null for one process per GPU; got {c.num_processes}")
+    if c.strategy == Strategy.none and c.num_processes != 1:
+        _fail("compute.strategy", f"'none' runs one process but compute.num_processes is {c.num_processes or 'null'}; "
+              "pick compute.strategy=ddp or zero3 for several processes, or set compute.num_processes=1")  # fmt: skip
+    if c.num_processes is not None:
+        accumulation_steps(spec.method, c.num_processes * c.instance_count)  # the global batch must divide
+    if c.checkpoint_steps < 1:
+        _fail("compute.checkpoint_steps", f"must be >= 1, got {c.checkpoint_steps}")
+    _check_instance(c)
+    if c.accelerator == Accelerator.cuda and c.instance_type is None:
         import torch
 
         if not torch.cuda.is_available():
             _fail("compute.accelerator", "'cuda' needs a CUDA GPU and none is visible; use compute.accelerator=cpu or auto")
     if spec.model.attn_implementation == "flash_attention_2" and c.accelerator == Accelerator.cpu:
         _fail("model.attn_implementation", "flash_attention_2 needs a CUDA GPU and the flash-attn package; use sdpa on CPU")
+
+
+def _check_instance(c: DictConfig) -> None:
+    """The SageMaker fields: a job's machines, disk, time limits and spot capacity."""
+    if c.instance_type is None:
+        for key, default in (("instance_count", 1), ("use_spot", False), ("max_wait_s", None)):
+            if c[key] != default:
+                _fail(f"compute.{key}", "applies to SageMaker jobs only: set compute.instance_type too "
+                      "(e.g. compute=ml.g5.2xlarge launcher=sagemaker)")  # fmt: skip
+        return
+    if not c.instance_type.startswith("ml.") or c.instance_type.count(".") != 2:
+        _fail("compute.instance_type", f"'{c.instance_type}' is not a SageMaker instance type (like ml.g5.2xlarge)")
+    if c.instance_count < 1:
+        _fail("compute.instance_count", f"must be >= 1, got {c.instance_count}")
+    if c.volume_size_gb < 1:
+        _fail("compute.volume_size_gb", f"must be >= 1, got {c.volume_size_gb}")
+    if not 1 <= c.max_runtime_s <= MAX_RUNTIME_S:
+        _fail("compute.max_runtime_s", f"must be in [1, {MAX_RUNTIME_S}] (28 days), got {c.max_runtime_s}")
+    if c.use_spot:
+        if c.max_wait_s is None or c.max_wait_s < c.max_runtime_s:
+            _fail("compute.max_wait_s", f"spot training needs max_wait_s >= max_runtime_s ({c.max_runtime_s}), "
+                  f"got {c.max_wait_s}")  # fmt: skip
+    elif c.max_wait_s is not None:
+        _fail("compute.max_wait_s", "applies to spot training only: set compute.use_spot=true or max_wait_s=null")
+
+
+MAX_RUNTIME_S = 28 * 24 * 3600  # SageMaker's limit for a training job
+
+
+def accumulation_steps(method: DictConfig, processes: int) -> int:
+    """Gradient accumulation steps for `processes` processes in all: method.gradient_accumulation_steps, or
+    derived from method.global_batch_size = per-device batch x accumulation x processes."""
+    if method.global_batch_size is None:
+        return method.gradient_accumulation_steps
+    per_step = method.per_device_train_batch_size * processes
+    if method.global_batch_size % per_step:
+        _fail("method.global_batch_size", f"{method.global_batch_size} is not a multiple of per_device_train_batch_size "
+              f"x processes = {method.per_device_train_batch_size} x {processes} = {per_step}")  # fmt: skip
+    return method.global_batch_size // per_step
 
 
 def _check_data(spec: DictConfig) -> None:

@@ -13,6 +13,10 @@ Every launcher ends here, with the same spec file; Hydra is never involved. The 
                         "macro_f1_ci95", "tool_hallucination_rate", "confusion", "n", "format", "backend"},
                         "data": {...}}, written last
     error.json          only when the run failed: the error's type and message
+
+In a run of several processes (`accelerate launch ... -m fcft.worker`), every rank trains and only rank 0
+writes the run directory and evaluates, once, after training (under ZeRO-3, on the saved model/, since
+each rank holds only a shard of the weights).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fcft import models
+from fcft import distributed, models
 from fcft import spec as run_spec
 from fcft.data import formats
 from fcft.data.when2call import DataError, load_part
@@ -39,15 +43,19 @@ log = logging.getLogger(__name__)
 def run(spec: DictConfig, run_dir: Path) -> dict:
     """Execute the spec in run_dir; returns the metrics also written to metrics.json."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "error.json").unlink(missing_ok=True)
+    main = distributed.is_main()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.json").unlink(missing_ok=True)
     try:
         metrics = _run(spec, run_dir)
     except BaseException as err:
-        _write_json(run_dir / "error.json", {"type": type(err).__name__, "message": str(err),
-                                             "traceback": traceback.format_exc()})  # fmt: skip
+        if main:
+            _write_json(run_dir / "error.json", {"type": type(err).__name__, "message": str(err),
+                                                 "traceback": traceback.format_exc()})  # fmt: skip
         raise
-    _write_json(run_dir / "metrics.json", metrics)
+    if main:
+        _write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -78,11 +86,15 @@ def _run(spec: DictConfig, run_dir: Path) -> dict:
         trainer = train(spec, model, tokenizer, train_rows.rows, train_format, run_dir, device)
         model = trainer.model
         _save_model(trainer, tokenizer, run_dir / "model")
+        if not distributed.is_main():
+            return metrics
         _write_jsonl(run_dir / "train_log.jsonl", trainer.state.log_history)
         metrics["train"] = {**_train_summary(trainer), "init_from": spec.method.init_from}
         shutil.rmtree(run_dir / "trainer", ignore_errors=True)  # empty unless checkpoints were asked for
+        if spec.compute.strategy == run_spec.Strategy.zero3:
+            model = models.load_gathered(spec.model, device, run_dir / "model")
 
-    if spec.eval.enabled:
+    if spec.eval.enabled and distributed.is_main():
         from fcft.data.prepare import mcq_item
         from fcft.evaluate import evaluate, requests
 
@@ -106,14 +118,21 @@ def _train_summary(trainer) -> dict:
         "epochs": state.epoch,
         "runtime_s": final.get("train_runtime"),
         "samples_per_second": final.get("train_samples_per_second"),
+        "processes": trainer.accelerator.num_processes,
+        "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        * trainer.accelerator.num_processes,
     }
 
 
 def _save_model(trainer, tokenizer, target: Path) -> None:
-    """Weights and tokenizer into target, atomically: a failed save leaves no half-written model/."""
+    """Weights and tokenizer into target, atomically: a failed save leaves no half-written model/.
+    Every rank calls it (ZeRO-3 gathers the weights' shards here); rank 0 writes."""
     tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if distributed.is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
+    if not distributed.is_main():
+        return
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -159,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fcft: invalid spec: {err}", file=sys.stderr)
         return 2
     run_dir = args.run_dir or args.spec.parent
-    if args.run_dir:
+    if args.run_dir and distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
     try:
@@ -167,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"fcft: bad data: {err}", file=sys.stderr)
         return 2
-    print(f"fcft: run finished in {run_dir}\n{metrics_table(metrics)}")
+    if distributed.is_main():
+        print(f"fcft: run finished in {run_dir}\n{metrics_table(metrics)}")
     return 0
 
 

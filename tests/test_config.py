@@ -13,6 +13,9 @@ from fcft.data import SAMPLE_DIR
 
 GROUPS = ("model", "method", "tuning", "compute", "launcher", "data", "eval")
 OPTIONS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in GROUPS}
+WHAT = ("model", "method", "tuning", "data", "eval")  # what a run does
+# Where it runs: each compute preset with the launcher that runs it (ml.* instance types on SageMaker).
+WHERE = [(c, "sagemaker" if c.startswith("ml.") else "local") for c in OPTIONS["compute"]]
 OFFLINE_STAND_INS = [f"data.{k}={SAMPLE_DIR}/{f}" for k, f in
                      (("train_path", "train_sft.jsonl"), ("pref_path", "train_pref.jsonl"), ("test_path", "test.jsonl"))]  # fmt: skip
 
@@ -23,11 +26,13 @@ def test_every_group_has_its_documented_options():
     assert {"full", "lora", "qlora", "spectrum"} <= set(OPTIONS["tuning"])
     assert {"sample", "when2call"} <= set(OPTIONS["data"])
     assert "local" in OPTIONS["launcher"] and "local" in OPTIONS["compute"] and "default" in OPTIONS["eval"]
+    assert {"sagemaker"} <= set(OPTIONS["launcher"])
+    assert {"cpu", "cpu_ddp2", "cpu_zero3", "gpu", "gpu_zero3", "ml.g5.2xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge"} <= set(OPTIONS["compute"])
 
 
 def _combinations() -> list[tuple[str, ...]]:
-    """Every model x method x tuning combination; the other groups' options take turns, so each appears."""
-    crossed, turns = GROUPS[:3], GROUPS[3:]
+    """Every model x method x tuning combination; data and eval options take turns, so each appears."""
+    crossed, turns = WHAT[:3], WHAT[3:]
     combos = []
     for i, head in enumerate(itertools.product(*(OPTIONS[g] for g in crossed))):
         combos.append(head + tuple(OPTIONS[g][i % len(OPTIONS[g])] for g in turns))
@@ -36,16 +41,28 @@ def _combinations() -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize("combo", _combinations(), ids="-".join)
 def test_every_group_combination_composes_into_a_valid_spec(combo, tiny_dir):
-    choices = dict(zip(GROUPS, combo))
+    choices = dict(zip(WHAT, combo))
     # Offline stand-ins for what the real options fetch from the hub: the tiny model's files, the sample data.
     cfg = compose(*(f"{g}={o}" for g, o in choices.items()), f"model.path={tiny_dir}", *OFFLINE_STAND_INS)
     spec = run_spec.validate(cfg)
     assert spec.model.name == choices["model"]
     assert spec.method.name == choices["method"]
     assert spec.tuning.name == choices["tuning"]
-    assert spec.compute.name == choices["compute"]
     assert spec.data.name == choices["data"]
     assert OmegaConf.is_readonly(spec)
+
+
+@pytest.mark.parametrize("compute, launcher", WHERE)
+def test_every_compute_preset_composes_with_its_launcher(compute, launcher):
+    import torch
+
+    cfg = compose(f"compute={compute}", f"launcher={launcher}")
+    if cfg.compute.accelerator == "cuda" and cfg.compute.instance_type is None and not torch.cuda.is_available():
+        with pytest.raises(run_spec.SpecError, match="needs a CUDA GPU"):
+            run_spec.validate(cfg)
+        return
+    spec = run_spec.validate(cfg)
+    assert spec.compute.name == compute and spec.launcher._target_.startswith(f"launchers.{launcher}.")
 
 
 def test_real_models_keep_their_hub_ids_and_recipe_values():

@@ -95,9 +95,8 @@ def test_dpo_loss_types_are_trls():
 def test_preference_pairs_are_split_as_the_evaluator_splits(tiny_dir):
     from transformers import AutoTokenizer
 
-    from fcft.data.prepare import pref_example
+    from fcft.data.prepare import pref_dataset, pref_example
     from fcft.data.when2call import DataError
-    from fcft.train.preference import pref_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     fmt = formats.get("qwen2_5")

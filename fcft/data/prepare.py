@@ -5,8 +5,9 @@
 - `mcq_item`: prompt, the four choices in `CATEGORIES` order, and the gold index (what NVIDIA's lm-eval
   task builds per row: `McqItem.as_doc`).
 - `split_tokens`: (prompt ids, completion ids) with lm-eval's `_encode_pair` rule, for training and scoring.
-- `sft_dataset`: the tokenized SFT set (input_ids + completion_mask), batched through `datasets.map` and
-  cached on disk per (rows, format, tokenizer, max_length).
+- `sft_dataset` / `pref_dataset`: the tokenized SFT set (input_ids + completion_mask) and preference set
+  (prompt_ids, chosen_ids, rejected_ids), batched through `datasets.map` and cached on disk per
+  (rows, format, tokenizer, max_length).
 
 The same row always gets the same prompt string whether it is trained on or scored.
 """
@@ -17,6 +18,7 @@ import logging
 import re
 import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 from fcft.data import cache
 from fcft.data.formats import CATEGORIES, Format
@@ -165,44 +167,80 @@ def tokenize_sft(batch: dict, tokenizer, max_length: int) -> dict:
     }
 
 
+def tokenize_pref(batch: dict, tokenizer, max_length: int) -> dict:
+    """Batched `datasets.map` function: prompt/chosen/rejected -> prompt_ids, chosen_ids, rejected_ids, fits."""
+    n = len(batch["prompt"])
+    pairs = split_tokens(tokenizer, batch["prompt"] * 2, batch["chosen"] + batch["rejected"])  # one pass
+    chosen, rejected = pairs[:n], pairs[n:]
+    return {
+        "prompt_ids": [p for p, _ in chosen],
+        "chosen_ids": [c for _, c in chosen],
+        "rejected_ids": [r for _, r in rejected],
+        "fits": [len(p) + max(len(c), len(r)) <= max_length for (p, c), (_, r) in zip(chosen, rejected)],
+    }
+
+
+@dataclass(frozen=True)
+class _Part:
+    """How one kind of training row is rendered and tokenized."""
+
+    name: str  # in messages and cache entry names
+    example: Callable[[dict, Format], dict]
+    tokenize: Callable[..., dict]
+    features: dict  # column -> "int32"/"int8" sequences, for compact storage
+
+
+SFT = _Part("SFT", sft_example, tokenize_sft, {"input_ids": "int32", "completion_mask": "int8"})
+PREFERENCE = _Part("preference", pref_example, tokenize_pref,
+                   {"prompt_ids": "int32", "chosen_ids": "int32", "rejected_ids": "int32"})  # fmt: skip
+
+
 def sft_dataset(rows: list[dict], fmt: Format, tokenizer, max_length: int, use_cache: bool = True):
-    """A tokenized `datasets.Dataset` for SFTTrainer; rows longer than max_length are left out, loudly.
+    """The tokenized SFT set (input_ids + completion_mask) for SFTTrainer; see `prepared`."""
+    return prepared(SFT, rows, fmt, tokenizer, max_length, use_cache)
+
+
+def pref_dataset(rows: list[dict], fmt: Format, tokenizer, max_length: int, use_cache: bool = True):
+    """The tokenized preference pairs (prompt_ids, chosen_ids, rejected_ids) for DPOTrainer; see `prepared`."""
+    return prepared(PREFERENCE, rows, fmt, tokenizer, max_length, use_cache)
+
+
+def prepared(part: _Part, rows: list[dict], fmt: Format, tokenizer, max_length: int, use_cache: bool = True):
+    """A tokenized `datasets.Dataset` of `rows`; rows longer than max_length are left out, loudly.
 
     Tokenized once per (rows, format, tokenizer, max_length): later calls load it from $FCFT_CACHE/data.
     """
-    fingerprint = cache.key(rows=rows, fmt=fmt, tokenizer=tokenizer, max_length=max_length, part="sft")
+    fingerprint = cache.key(rows=rows, fmt=fmt, tokenizer=tokenizer, max_length=max_length, part=part.name)
 
     def build():
-        dataset = _tokenized_sft(rows, fmt, tokenizer, max_length, fingerprint)
+        dataset = _tokenized(part, rows, fmt, tokenizer, max_length, fingerprint)
         return dataset, {"format": fmt.name, "max_length": max_length, "rows": len(rows), "kept": len(dataset)}
 
     if use_cache:
-        dataset, meta = cache.load_or_build(f"sft-{fmt.name}-{fingerprint}", build)
+        dataset, meta = cache.load_or_build(f"{part.name.lower()}-{fmt.name}-{fingerprint}", build)
     else:
         dataset, meta = build()
     if meta["kept"] < meta["rows"]:
-        log.warning("%d of %d SFT rows are longer than model.max_length=%d tokens and were left out",
-                    meta["rows"] - meta["kept"], meta["rows"], max_length)  # fmt: skip
+        log.warning("%d of %d %s rows are longer than model.max_length=%d tokens and were left out",
+                    meta["rows"] - meta["kept"], meta["rows"], part.name, max_length)  # fmt: skip
     if not meta["kept"]:
-        raise DataError(f"every SFT row is longer than model.max_length={max_length} tokens")
+        raise DataError(f"every {part.name} row is longer than model.max_length={max_length} tokens")
     return dataset
 
 
-def _tokenized_sft(rows: list[dict], fmt: Format, tokenizer, max_length: int, fingerprint: str):
+def _tokenized(part: _Part, rows: list[dict], fmt: Format, tokenizer, max_length: int, fingerprint: str):
     from datasets import Dataset, Features, Sequence, Value
 
-    examples = [sft_example(row, fmt) for row in rows]
-    texts = Dataset.from_dict({key: [e[key] for e in examples] for key in ("prompt", "completion")})
-    features = Features({
-        "input_ids": Sequence(Value("int32")), "completion_mask": Sequence(Value("int8")), "fits": Value("bool"),
-    })  # fmt: skip
+    examples = [part.example(row, fmt) for row in rows]
+    texts = Dataset.from_dict({key: [e[key] for e in examples] for key in examples[0]})
+    features = Features({**{k: Sequence(Value(t)) for k, t in part.features.items()}, "fits": Value("bool")})
     tokenized = texts.map(
-        tokenize_sft,
+        part.tokenize,
         batched=True,
         fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
         remove_columns=texts.column_names,
         features=features,
         new_fingerprint=fingerprint,  # spares datasets from hashing the tokenizer
-        desc=f"Tokenizing SFT rows ({fmt.name})",
+        desc=f"Tokenizing {part.name} rows ({fmt.name})",
     )
     return tokenized.filter(lambda fits: fits, input_columns="fits", batched=True).remove_columns("fits")

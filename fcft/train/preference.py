@@ -14,51 +14,12 @@ that end with another end-of-turn token. Its preference collator takes the ids a
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fcft.data.formats import Format
-from fcft.data.prepare import pref_example, split_tokens
-from fcft.data.when2call import DataError
 from fcft.train import tuning
-from fcft.train.args import common_args
-
-log = logging.getLogger(__name__)
-
-
-def tokenize_pref(batch: dict, tokenizer, max_length: int) -> dict:
-    """Batched `datasets.map` function: prompt/chosen/rejected -> prompt_ids, chosen_ids, rejected_ids, fits."""
-    chosen = split_tokens(tokenizer, batch["prompt"], batch["chosen"])
-    rejected = split_tokens(tokenizer, batch["prompt"], batch["rejected"])
-    return {
-        "prompt_ids": [p for p, _ in chosen],
-        "chosen_ids": [c for _, c in chosen],
-        "rejected_ids": [r for _, r in rejected],
-        "fits": [len(p) + max(len(c), len(r)) <= max_length for (p, c), (_, r) in zip(chosen, rejected)],
-    }
-
-
-def pref_dataset(rows: list[dict], fmt: Format, tokenizer, max_length: int):
-    """A tokenized `datasets.Dataset` of preference pairs; pairs longer than max_length are left out, loudly."""
-    from datasets import Dataset
-
-    examples = Dataset.from_list([pref_example(row, fmt) for row in rows])
-    tokenized = examples.map(
-        tokenize_pref,
-        batched=True,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
-        remove_columns=examples.column_names,
-        desc=f"Tokenizing preference rows ({fmt.name})",
-    )
-    kept = tokenized.filter(lambda fits: fits, input_columns="fits").remove_columns("fits")
-    if len(kept) < len(tokenized):
-        log.warning("%d of %d preference rows are longer than model.max_length=%d tokens and were left out",
-                    len(tokenized) - len(kept), len(tokenized), max_length)  # fmt: skip
-    if not len(kept):
-        raise DataError(f"every preference row is longer than model.max_length={max_length} tokens")
-    return kept
+from fcft.train.args import common_args, resume_from
 
 
 def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str):
@@ -83,7 +44,7 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from(spec))
     return trainer
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fcft.train import tuning
-from fcft.train.args import common_args
+from fcft.train.args import common_args, resume_from
 
 
 def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str):
@@ -28,5 +28,5 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from(spec))
     return trainer

@@ -1,0 +1,126 @@
+"""Inside a SageMaker training job: install fcft from the shipped source, run the worker on the job's spec
+with one process per GPU of each instance (`accelerate launch`), and publish the outputs.
+
+    python -m launchers.sagemaker_entry fcft_job/spec.yaml      (the job's command, run in its code dir)
+
+- /opt/ml/model ($SM_MODEL_DIR) is the run directory: SageMaker uploads it as model.tar.gz.
+- /opt/ml/output/data ($SM_OUTPUT_DATA_DIR) gets the same without model/: output.tar.gz, small, for metrics.
+- On failure, the worker's error message goes to /opt/ml/output/failure: SageMaker shows it as the job's
+  FailureReason.
+Standard library only until fcft is installed (the image brings Python, torch and CUDA).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+MODEL_DIR = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+OUTPUT_DIR = Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"))
+OUTPUT_DATA_DIR = Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+CONFIG_DIR = Path(os.environ.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config"))
+MAIN_PORT = 29500
+FAILURE_LIMIT = 1024  # SageMaker keeps the first 1 KiB of the failure file as FailureReason
+
+
+def install(source: Path) -> None:
+    """pip install fcft (with DeepSpeed) from `source`, keeping the image's torch; once per image."""
+    try:
+        metadata.version("fcft")
+        return  # this Python has it already
+    except metadata.PackageNotFoundError:
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        # The image's torch is built for its CUDA: pin everything else as tested, not torch.
+        pins = [line for line in (source / "constraints.txt").read_text().splitlines() if not line.startswith("torch==")]
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(pins) + "\n")
+        copy = Path(tmp) / "fcft"  # build from a copy: the code channel may be read-only
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("fcft_job"))
+        packages = [f"{copy}[deepspeed]", *tracking_packages(os.environ.get("MLFLOW_TRACKING_URI", ""))]
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-cache-dir", "-c", str(constraints), *packages],
+                       check=True)  # fmt: skip
+    importlib.invalidate_caches()
+
+
+def tracking_packages(uri: str) -> list[str]:
+    """MLflow for a tracking URI; a SageMaker MLflow ARN also needs the sagemaker-mlflow plugin."""
+    if not uri:
+        return []
+    return ["mlflow>=3", "sagemaker-mlflow>=0.1"] if uri.startswith("arn:") else ["mlflow>=3"]
+
+
+def machines():
+    """This job's instances (resourceconfig.json): how many, which one this is, and the first one's name."""
+    from launchers.processes import Machines
+
+    path = CONFIG_DIR / "resourceconfig.json"
+    if not path.is_file():
+        return Machines()
+    config = json.loads(path.read_text())
+    hosts = sorted(config["hosts"])
+    return Machines(count=len(hosts), rank=hosts.index(config["current_host"]), main_ip=hosts[0], port=MAIN_PORT)
+
+
+def publish_outputs(run_dir: Path, output_data: Path) -> None:
+    """Copy the run directory without model/ to output_data (SageMaker's output.tar.gz)."""
+    output_data.mkdir(parents=True, exist_ok=True)
+    for path in run_dir.iterdir():
+        if path.name == "model":
+            continue
+        if path.is_dir():
+            shutil.copytree(path, output_data / path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, output_data / path.name)
+
+
+def report_failure(run_dir: Path, status: int) -> None:
+    error = run_dir / "error.json"
+    reason = json.loads(error.read_text())["message"] if error.is_file() else f"the worker exited with status {status}"
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUTPUT_DIR / "failure").write_text(reason[:FAILURE_LIMIT])
+
+
+def plan(spec_path: Path):
+    """The worker's command line on this instance, and the job's machines."""
+    from fcft import spec as run_spec
+    from launchers.processes import batch_plan, processes_per_machine, worker_command
+
+    spec = run_spec.load(spec_path)
+    where = machines()
+    processes = processes_per_machine(spec)  # null: one per GPU of this instance
+    command = worker_command(spec, spec_path, processes, where, run_dir=MODEL_DIR)
+    print(f"fcft: {where.count} machine(s), this is #{where.rank}; {batch_plan(spec, processes * where.count)}")
+    print(f"fcft: {' '.join(command)}", flush=True)
+    return command, where
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m launchers.sagemaker_entry SPEC_YAML", file=sys.stderr)
+        return 2
+    spec_path = Path(argv[0]).resolve()
+    try:
+        install(Path.cwd())
+        command, where = plan(spec_path)
+    except Exception as err:  # the job's FailureReason says what went wrong before training
+        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        (OUTPUT_DIR / "failure").write_text(f"{type(err).__name__}: {err}"[:FAILURE_LIMIT])
+        raise
+    status = subprocess.run(command).returncode
+    if where.rank == 0 and MODEL_DIR.is_dir():
+        publish_outputs(MODEL_DIR, OUTPUT_DATA_DIR)
+        if status != 0:
+            report_failure(MODEL_DIR, status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
