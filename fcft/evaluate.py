@@ -111,21 +111,23 @@ def score(model, tokenizer, items: list[McqItem], batch_size: int = 8, max_lengt
     was_training = model.training
     model.eval()
     total = sum(len(g.continuations) for g in groups)
-    with torch.inference_mode(), tqdm(total=total, desc="Scoring choices", unit="choice") as bar:
-        for start in range(0, len(groups), batch_size):
-            batch = groups[start : start + batch_size]
-            prompts = _PromptCache(model, [g.context for g in batch])
-            pending = sorted(
-                ((g, k) for g, group in enumerate(batch) for k in range(len(group.continuations))),
-                key=lambda gk: -len(batch[gk[0]].continuations[gk[1]]),
-            )  # fmt: skip
-            for first in range(0, len(pending), batch_size):
-                chunk = pending[first : first + batch_size]
-                sums = prompts.continuation_logprobs([(g, batch[g].continuations[k]) for g, k in chunk])
-                for (g, k), value in zip(chunk, sums):
-                    results[batch[g].item][batch[g].choices[k]] = value
-                bar.update(len(chunk))
-    model.train(was_training)
+    try:
+        with torch.inference_mode(), tqdm(total=total, desc="Scoring choices", unit="choice") as bar:
+            for start in range(0, len(groups), batch_size):
+                batch = groups[start : start + batch_size]
+                prompts = _PromptCache(model, [g.context for g in batch])
+                pending = sorted(
+                    ((g, k) for g, group in enumerate(batch) for k in range(len(group.continuations))),
+                    key=lambda gk: -len(batch[gk[0]].continuations[gk[1]]),
+                )  # fmt: skip
+                for first in range(0, len(pending), batch_size):
+                    chunk = pending[first : first + batch_size]
+                    sums = prompts.continuation_logprobs([(g, batch[g].continuations[k]) for g, k in chunk])
+                    for (g, k), value in zip(chunk, sums):
+                        results[batch[g].item][batch[g].choices[k]] = value
+                    bar.update(len(chunk))
+    finally:
+        model.train(was_training)
     return results
 
 
