@@ -58,6 +58,14 @@ def write_error(run_dir: Path, err: BaseException | str, kind: Optional[str] = N
     write_json(Path(run_dir) / ERROR_FILE, {"type": kind or type(err).__name__, "message": message})
 
 
+def read_json(path: Path) -> Optional[dict]:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temp file then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

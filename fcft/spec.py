@@ -93,6 +93,11 @@ class OnBadRow(Choice):
     skip = "skip"
 
 
+class TrackingName(Choice):
+    mlflow = "mlflow"  # one MLflow run per job (fcft/tracking.py)
+    none = "none"  # record nothing
+
+
 @dataclass
 class ModelSpec:
     """Which weights to start from and how to load them (conf/model/)."""
@@ -213,6 +218,22 @@ class EvalSpec:
 
 
 @dataclass
+class TrackingSpec:
+    """Where a run is recorded (conf/tracking/): an MLflow run per job, or nothing (fcft/tracking.py)."""
+
+    name: TrackingName = TrackingName.mlflow
+    # null: the embedded store sqlite:///<working directory>/mlflow.db (artifacts in <working directory>/mlruns/);
+    # or an MLflow tracking URI: http(s)://host:port, a SageMaker MLflow ARN (pip install 'fcft[sagemaker]'),
+    # sqlite:///PATH.db (artifacts in mlruns/ beside it), postgresql://..., mysql://..., databricks.
+    # The spec stores the resolved URI. Credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, never here.
+    uri: Optional[str] = None
+    experiment: str = "fcft"
+    run_name: Optional[str] = None  # null: <model>-<method>-<tuning>
+    parent_run_id: Optional[str] = None  # the multirun's parent run: fcft sets it for each job of a sweep
+    tags: Dict[str, str] = field(default_factory=dict)  # extra MLflow tags for the run
+
+
+@dataclass
 class RunSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     method: MethodSpec = field(default_factory=MethodSpec)
@@ -223,13 +244,55 @@ class RunSpec:
     launcher: Dict[str, Any] = field(default_factory=lambda: {"_target_": "launchers.local.LocalLauncher"})
     data: DataSpec = field(default_factory=DataSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
+
+
+# --- experiments: several runs in order (conf/experiment/, fcft/stages.py) --------------------------------------
+
+
+@dataclass
+class StageSpec:
+    """One run of an experiment's job: its overrides on top of the job's, and the stage it starts from."""
+
+    name: str = "???"
+    overrides: List[str] = field(default_factory=list)  # e.g. [method=sft, tuning=spectrum]
+    init_from: Optional[str] = None  # an earlier stage: its run directory becomes method.init_from
+
+
+@dataclass
+class PublishedRow:
+    label: str = "???"  # the model's name in the published table
+    values: Dict[str, float] = field(default_factory=dict)  # stage -> the published number, in %
+
+
+@dataclass
+class TableSpec:
+    """The report's results table: a row per model, a column per stage, cells = eval `metric`."""
+
+    metric: str = "acc_norm"
+    columns: Dict[str, str] = field(default_factory=dict)  # stage -> column title, in order
+    published: Dict[str, PublishedRow] = field(default_factory=dict)  # model config name -> its published row
+
+
+@dataclass
+class ExperimentSpec:
+    name: str = "???"
+    stages: List[StageSpec] = field(default_factory=list)  # run in order in each job, each its own run directory
+    table: Optional[TableSpec] = None
+
+
+@dataclass
+class ConfigSchema(RunSpec):
+    """What Hydra composes: a run spec, or with `+experiment=NAME` the stages that make several runs of it."""
+
+    experiment: Optional[ExperimentSpec] = None
 
 
 def register_schema() -> None:
     """Make `fcft_schema` available to Hydra's defaults list (conf/config.yaml)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="fcft_schema", node=RunSpec)
+    ConfigStore.instance().store(name="fcft_schema", node=ConfigSchema)
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -237,6 +300,7 @@ def register_schema() -> None:
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
     """Typed, resolved, read-only spec from a composed config; SpecError if anything can't run."""
+    cfg = _without_experiment(cfg)
     container = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
     _reject_unknown_keys(container, RunSpec, "")
     try:
@@ -246,6 +310,8 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     except OmegaConfBaseException as err:
         raise SpecError(_omegaconf_message(err)) from None
     _absolute_paths(spec)
+    _check_tracking(spec)  # first: an MLflow run id in method.init_from is looked up in the tracking store
+    _resolve_init_from(spec)
     for check in (_check_model, _check_method, _check_tuning, _check_compute, _check_data, _check_eval):
         check(spec)
     OmegaConf.set_readonly(spec, True)
@@ -278,6 +344,17 @@ def load(path: str | Path) -> DictConfig:
         raise SpecError(f"{path}: {err}") from None
 
 
+def _without_experiment(cfg: DictConfig | dict) -> DictConfig | dict:
+    """The composed config less its `experiment` key (null unless +experiment=NAME, which is not one run)."""
+    experiment = cfg.get("experiment") if isinstance(cfg, (DictConfig, dict)) else None
+    if experiment is not None:
+        raise SpecError(f"experiment: '{experiment.get('name')}' runs several stages, each its own run, so it is not "
+                        "one spec; run it with python -m fcft +experiment=NAME (fcft/stages.py)")  # fmt: skip
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "experiment"]) if "experiment" in cfg else cfg
+    return {key: value for key, value in cfg.items() if key != "experiment"}
+
+
 def _absolute_paths(spec: DictConfig) -> None:
     """Local paths become absolute, so a spec runs the same from any working directory."""
     local_paths = ((spec.model, "path"), (spec.tuning, "spectrum_file"), (spec.data, "train_path"),
@@ -286,9 +363,26 @@ def _absolute_paths(spec: DictConfig) -> None:
         value = node[key]
         if value is not None and "://" not in value:
             node[key] = str(Path(os.path.expanduser(value)).absolute())
-    init_from = spec.method.init_from  # a run directory, or later an MLflow run id: left as given unless a path
+    init_from = spec.method.init_from  # a run directory, or an MLflow run id (_resolve_init_from)
     if init_from is not None and Path(os.path.expanduser(init_from)).exists():
         spec.method.init_from = str(Path(os.path.expanduser(init_from)).absolute())
+
+
+def _resolve_init_from(spec: DictConfig) -> None:
+    """method.init_from as an MLflow run id becomes the run directory that run recorded (its fcft.run_dir tag)."""
+    from fcft import tracking
+
+    init_from = spec.method.init_from
+    run_id = tracking.run_id_in(init_from) if init_from and not Path(os.path.expanduser(init_from)).exists() else None
+    if run_id is None:
+        return
+    if spec.tracking.name == TrackingName.none:
+        _fail("method.init_from", f"'{init_from}' is an MLflow run id and tracking=none can't look it up: give "
+              "the run's directory, or use tracking=mlflow with tracking.uri naming the store that holds the run")  # fmt: skip
+    run_dir, problem = tracking.run_dir_of(run_id, spec.tracking.uri)
+    if problem:
+        _fail("method.init_from", problem)
+    spec.method.init_from = run_dir
 
 
 def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
@@ -518,6 +612,22 @@ def _check_eval(spec: DictConfig) -> None:
             _fail("eval.backend", "lm_eval needs lm-evaluation-harness, which is not installed: pip install 'fcft[eval]'")
     if not e.enabled and spec.method.name == MethodName.none:
         _fail("eval.enabled", "method=none only evaluates: with eval.enabled=false there is nothing to run")
+
+
+def _check_tracking(spec: DictConfig) -> None:
+    from fcft import tracking  # light: mlflow is imported inside its functions
+
+    t = spec.tracking
+    if t.name == TrackingName.none:
+        return
+    problem = tracking.uri_problem(t.uri)
+    if problem:
+        _fail("tracking.uri", problem)
+    t.uri = tracking.store_uri(t.uri)
+    if not t.experiment.strip():
+        _fail("tracking.experiment", "must name an MLflow experiment, e.g. fcft")
+    if t.parent_run_id is not None and tracking.run_id_in(t.parent_run_id) != t.parent_run_id:
+        _fail("tracking.parent_run_id", f"'{t.parent_run_id}' is not an MLflow run id (32 hexadecimal characters)")
 
 
 def _check_format(key: str, name: str) -> None:

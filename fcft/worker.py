@@ -8,11 +8,15 @@ Every launcher ends here, with the same spec file; Hydra is never involved. The 
     spectrum.yaml       Spectrum runs only: the unfrozen-parameter patterns the run used
     train_log.jsonl     the trainer's log history, one record per logging step
     eval/samples.jsonl  per test row: uuid, gold, predicted (argmax log-likelihood), predicted_norm, loglikelihoods
+    eval/confusion.png  the 4 x 4 confusion matrix (true answer category x predicted)
     eval/requests.jsonl eval.write_requests=true only: per test row uuid, prompt, choices, gold index
     metrics.json        {"train": {..., "init_from"}, "eval": {"acc", "acc_norm", "acc_norm_ci95", "macro_f1",
                         "macro_f1_ci95", "tool_hallucination_rate", "confusion", "n", "format", "backend"},
-                        "data": {...}}, written last
+                        "data": {...}, "tracking": {"run_id", "experiment_id", "uri", "url"}}, written last
     error.json          only when the run failed: the error's type and message
+
+With tracking=mlflow (the default), rank 0 records the run in MLflow as it goes (fcft/tracking.py): the run is
+created before any data loads, so an unreachable store stops the run at once, and it is always ended.
 
 In a run of several processes (`accelerate launch ... -m fcft.worker`), every rank trains and only rank 0
 writes the run directory and evaluates, once, after training (under ZeRO-3, on the saved model/, since
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fcft import distributed, models
+from fcft import distributed, models, tracking
 from fcft import spec as run_spec
 from fcft.data import formats
 from fcft.data.when2call import DataError, load_part
@@ -44,22 +48,33 @@ def run(spec: DictConfig, run_dir: Path) -> dict:
     """Execute the spec in run_dir; returns the metrics also written to metrics.json."""
     run_dir = Path(run_dir)
     main = distributed.is_main()
+    tracker = None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.json").unlink(missing_ok=True)
     try:
-        metrics = _run(spec, run_dir)
+        tracker = tracking.start(spec, run_dir) if main else None
+        metrics = _run(spec, run_dir, tracker)
+        if main:
+            if tracker is not None:
+                metrics["tracking"] = tracker.record
+            _write_json(run_dir / "metrics.json", metrics)
     except BaseException as err:
         if main:
             _write_json(run_dir / "error.json", {"type": type(err).__name__, "message": str(err),
                                                  "traceback": traceback.format_exc()})  # fmt: skip
+        if tracker is not None:
+            tracker.fail(run_dir, err)
         raise
-    if main:
-        _write_json(run_dir / "metrics.json", metrics)
+    if tracker is not None:
+        try:
+            tracker.finish(run_dir, metrics)
+        except Exception as err:  # the run itself is complete on disk
+            log.warning("MLflow: run %s was not completed in %s: %s", tracker.run_id, tracker.uri, err)
     return metrics
 
 
-def _run(spec: DictConfig, run_dir: Path) -> dict:
+def _run(spec: DictConfig, run_dir: Path, tracker: tracking.Tracker | None) -> dict:
     from transformers import set_seed
 
     set_seed(spec.method.seed)
@@ -83,7 +98,8 @@ def _run(spec: DictConfig, run_dir: Path) -> dict:
     if training:
         from fcft.train import train
 
-        trainer = train(spec, model, tokenizer, train_rows.rows, train_format, run_dir, device)
+        callbacks = [tracker.callback()] if tracker is not None else []
+        trainer = train(spec, model, tokenizer, train_rows.rows, train_format, run_dir, device, callbacks)
         model = trainer.model
         _save_model(trainer, tokenizer, run_dir / "model")
         if not distributed.is_main():
@@ -106,6 +122,10 @@ def _run(spec: DictConfig, run_dir: Path) -> dict:
                                          resamples=e.bootstrap_resamples, seed=e.bootstrap_seed)  # fmt: skip
         _write_jsonl(run_dir / "eval" / "samples.jsonl", samples)
         metrics["eval"] = {**eval_metrics, "format": eval_format.name, "backend": str(e.backend)}
+        from fcft import plots
+
+        plots.confusion(eval_metrics["confusion"], run_dir / "eval" / "confusion.png",
+                        title=f"{spec.model.name} {spec.method.name}: acc {eval_metrics['acc']:.3f} (n={eval_metrics['n']})")  # fmt: skip
     return metrics
 
 

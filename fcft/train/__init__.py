@@ -8,18 +8,20 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 
-def train(spec: DictConfig, model, tokenizer, rows: list[dict], fmt, run_dir: Path, device: str):
-    """Tokenize the normalised training rows in `fmt` and train with the spec's method; returns the trainer."""
+def train(spec: DictConfig, model, tokenizer, rows: list[dict], fmt, run_dir: Path, device: str, callbacks=()):
+    """Tokenize the normalised training rows in `fmt` and train with the spec's method; returns the trainer.
+    `callbacks`: transformers TrainerCallbacks (fcft's MLflow logging)."""
     from fcft.data.prepare import pref_dataset, sft_dataset
 
     max_length = spec.model.max_length
     if spec.method.name == "sft":
         from fcft.train import sft
 
-        return sft.train(spec, model, tokenizer, sft_dataset(rows, fmt, tokenizer, max_length), run_dir, device)
+        return sft.train(spec, model, tokenizer, sft_dataset(rows, fmt, tokenizer, max_length), run_dir, device, callbacks)
     from fcft.train import preference
 
-    return preference.train(spec, model, tokenizer, pref_dataset(rows, fmt, tokenizer, max_length), run_dir, device)
+    dataset = pref_dataset(rows, fmt, tokenizer, max_length)
+    return preference.train(spec, model, tokenizer, dataset, run_dir, device, callbacks)
 
 
 def train_part(method: str) -> str:

@@ -22,7 +22,7 @@ from fcft.train import tuning
 from fcft.train.args import common_args, resume_from
 
 
-def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str):
+def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str, callbacks=()):
     """Train `model` on the tokenized preference `dataset`; returns the trainer."""
     from trl import DPOConfig
 
@@ -43,6 +43,7 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=list(callbacks),
     )
     trainer.train(resume_from_checkpoint=resume_from(spec))
     return trainer
