@@ -2,12 +2,15 @@
 the run directory, and hand it to the configured launcher.
 
     python -m fcft [group=option ...] [key=value ...]      # one run
-    python -m fcft -m key=a,b ...                          # a sweep (Hydra multirun)
+    python -m fcft -m key=a,b ...                          # a sweep (Hydra multirun), reported in multirun_reports/
+    python -m fcft +experiment=results_table -m            # an experiment: stages run in order in each job
     python -m fcft --cfg job                               # print the composed config
 
 Hydra runs here only; launchers and the worker read the frozen spec.yaml. In a multirun, a job that fails
 (bad config, failed training, refused submission) leaves error.json and the sweep goes on; remote
-launchers only submit, and the multirun's end (fcft/sweep.py) waits for every job and reports.
+launchers only submit, and the multirun's end (fcft/sweep.py) waits for every job and reports. Each job's
+spec names the sweep's MLflow parent run (tracking.parent_run_id). A job returns its eval acc_norm, which
+the Optuna sweeper (hydra/sweeper=optuna) maximises.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from fcft import jobs
+from fcft import jobs, stages, tracking
 from fcft import spec as run_spec
 from fcft.launch import make_launcher
 
@@ -36,6 +39,8 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, run_dir)
+    if cfg.get("experiment") is not None:
+        return _experiment(cfg, run_dir)
     try:
         spec = run_spec.validate(cfg)
         launcher = make_launcher(spec)
@@ -55,7 +60,13 @@ def main(cfg: DictConfig) -> float | None:
 def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
     """One job of a multirun: submit it where the launcher can (`submit`), else run it; a failure is written
     to error.json and logged, never raised, so the other jobs run and the multirun's end reports it."""
+    parent = tracking.parent_for(cfg.tracking, Path(HydraConfig.get().sweep.dir))
+    if cfg.get("experiment") is not None:
+        return _experiment(cfg, run_dir, parent, prefix=f"{run_dir.name}-")
     try:
+        cfg.tracking.parent_run_id = cfg.tracking.get("parent_run_id") or parent
+        if cfg.tracking.get("run_name") is None and parent:
+            cfg.tracking.run_name = f"{run_dir.name}-{cfg.model.name}-{cfg.method.name}-{cfg.tuning.name}"
         spec = run_spec.validate(cfg)
         launcher = make_launcher(spec)
         run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
@@ -69,6 +80,26 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
             jobs.write_error(run_dir, err)
         print(f"fcft: job {run_dir.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
         return None
+
+
+def _experiment(cfg: DictConfig, job_dir: Path, parent: str | None = None, prefix: str = "") -> float | None:
+    """An experiment's stages, one run each in job_dir/<stage> (fcft/stages.py). Alone (not in a multirun), a
+    failed stage makes the command fail; in a multirun, the multirun's end reports it."""
+    try:
+        stages.check(cfg.experiment)
+    except run_spec.SpecError as err:
+        print(f"fcft: invalid config: {err}", file=sys.stderr)
+        sys.exit(2)
+    score = stages.run(cfg.experiment, job_dir, list(HydraConfig.get().overrides.task), parent, prefix)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        from fcft import outcomes
+        from fcft.sweep import report
+
+        results = [outcomes.read(d) for d in outcomes.job_run_dirs(job_dir)]
+        report(job_dir, results, write=False)
+        if not all(o.ok for o in results):
+            sys.exit(1)
+    return score
 
 
 def _report(metrics: dict | None, run_dir: Path) -> float | None:

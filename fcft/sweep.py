@@ -1,10 +1,13 @@
-"""The end of a multirun: wait for every submitted job, collect the results, report what failed and why.
+"""The start and end of a multirun: its MLflow parent run; waiting for every submitted job, collecting the
+results, reporting what failed and why.
 
-Hydra calls `MultirunEnd.on_multirun_end` once all jobs of a sweep were started (conf/config.yaml,
-hydra.callbacks). Local jobs have finished by then; jobs a remote launcher submitted (SageMaker) are
+Hydra calls `MultirunEnd.on_multirun_start` before the first job (conf/config.yaml, hydra.callbacks): with
+tracking on, it creates the sweep's MLflow parent run (fcft/tracking.py). It calls `on_multirun_end` once all
+jobs were started. Local jobs have finished by then; jobs a remote launcher submitted (SageMaker) are
 polled with a live status table until each is done, then collected into their run directories. The
-summary goes to the terminal and to the sweep's report writers (`REPORT_WRITERS`); the command exits
-non-zero when any job failed. The same, for sweeps or single runs submitted earlier:
+summary goes to the terminal and to the sweep's report writers (`REPORT_WRITERS`: sweep.json, the report in
+multirun_reports/, the parent run's end); the command exits non-zero when any job failed. The same, for
+sweeps or single runs submitted earlier:
 
     python -m fcft.sweep SWEEP_OR_RUN_DIR [...]
 
@@ -14,33 +17,21 @@ A job's launcher is re-made from its spec.yaml (`launcher._target_`), so this mo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from fcft import jobs
+from fcft import jobs, outcomes, report as sweep_report, tracking
 from fcft.launch import launcher_of_run
+from fcft.outcomes import Outcome
 from fcft.spec import SPEC_FILE
 
 SUMMARY_FILE = "sweep.json"
-
-
-@dataclass
-class Outcome:
-    """How one job of a sweep ended."""
-
-    run_dir: Path
-    ok: bool
-    status: str  # e.g. "finished", "Completed", "Failed (AlgorithmError): ...", "invalid config: ..."
-    job: str = ""  # the remote job's name, or the run directory's name
-    overrides: list[str] = field(default_factory=list)  # the job's command-line overrides
-    metrics: Optional[dict] = field(default=None, repr=False)
 
 
 def finish(run_dirs: list[Path], out: TextIO = sys.stdout) -> list[Outcome]:
@@ -51,50 +42,53 @@ def finish(run_dirs: list[Path], out: TextIO = sys.stdout) -> list[Outcome]:
     return [_outcome(d, statuses.get(d), pending.get(d)) for d in run_dirs]
 
 
-def report(sweep_dir: Path, outcomes: list[Outcome], out: TextIO = sys.stdout, write: bool = True) -> None:
+def report(sweep_dir: Path, results: list[Outcome], out: TextIO = sys.stdout, write: bool = True) -> None:
     """The summary table, then (with `write`) every report writer."""
-    shared = set.intersection(*(set(o.overrides) for o in outcomes)) if len(outcomes) > 1 else set()
-    rows = [(o.run_dir.name, " ".join(x for x in o.overrides if x not in shared), _headline(o.metrics) if o.ok else "",
-             o.status) for o in outcomes]  # fmt: skip
-    failed = sum(not o.ok for o in outcomes)
-    out.write(f"\nfcft: {len(outcomes) - failed} of {len(outcomes)} jobs succeeded\n")
+    shared = set.intersection(*(set(o.overrides) for o in results)) if len(results) > 1 else set()
+    rows = [(o.job, " ".join(x for x in o.overrides if x not in shared), _headline(o.metrics) if o.ok else "",
+             o.status) for o in results]  # fmt: skip
+    failed = sum(not o.ok for o in results)
+    out.write(f"\nfcft: {len(results) - failed} of {len(results)} jobs succeeded\n")
     out.write(_table(("job", "overrides", "result", "state"), rows) + "\n")
     for writer in REPORT_WRITERS if write else ():
-        writer(Path(sweep_dir), outcomes)
+        writer(Path(sweep_dir), results)
 
 
-def write_summary(sweep_dir: Path, outcomes: list[Outcome]) -> None:
+def write_summary(sweep_dir: Path, results: list[Outcome]) -> None:
     """sweep.json: one record per job (its directory, overrides, state and metrics)."""
-    records = [{**asdict(o), "run_dir": str(o.run_dir)} for o in outcomes]
+    records = [{**asdict(o), "run_dir": str(o.run_dir)} for o in results]
     jobs.write_json(sweep_dir / SUMMARY_FILE, {"jobs": records})
 
 
-# The multirun's report: each writer gets the sweep directory and every job's Outcome.
-REPORT_WRITERS: list[Callable[[Path, list[Outcome]], None]] = [write_summary]
+# The multirun's report: each writer gets the sweep directory and every job's Outcome, in this order.
+REPORT_WRITERS: list[Callable[[Path, list[Outcome]], None]] = [write_summary, sweep_report.write, tracking.end_sweep]
 
 
 class MultirunEnd(Callback):
-    """Hydra callback (conf/config.yaml): the one place where a multirun ends."""
+    """Hydra callback (conf/config.yaml): the one place where a multirun starts its MLflow parent run, and ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            tracking.start_sweep(config.tracking, sweep_dir, outcomes.sweep_name(sweep_dir),
+                                 list(config.hydra.overrides.task))  # fmt: skip
+        except tracking.TrackingError as err:  # before any job: nothing was spent yet
+            print(f"fcft: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            outcomes = finish(job_dirs(sweep_dir))
-            report(sweep_dir, outcomes)
+            results = finish(outcomes.run_dirs(sweep_dir))
+            report(sweep_dir, results)
         except KeyboardInterrupt:
             print(f"\nfcft: stopped waiting; submitted jobs go on. Collect them later: python -m fcft.sweep {sweep_dir}")
             raise SystemExit(130) from None
         except Exception as err:  # Hydra would only turn it into a warning
             print(f"fcft: the multirun's end failed: {type(err).__name__}: {err}", file=sys.stderr)
             raise SystemExit(1) from None
-        if not all(o.ok for o in outcomes):
+        if not all(o.ok for o in results):
             raise SystemExit(1)
-
-
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    """The sweep's job directories (Hydra's `<sweep dir>/<job number>`), in job order."""
-    found = [d for d in Path(sweep_dir).iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
-    return sorted(found, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
 
 
 # --- waiting ----------------------------------------------------------------------------------------------
@@ -147,40 +141,24 @@ class _LiveTable:
 
 
 def _outcome(run_dir: Path, status: Optional[jobs.JobStatus], launcher) -> Outcome:
+    """A run's outcome; for a submitted job, its final state, after collecting its outputs when it completed."""
+    if status is None:
+        return outcomes.read(run_dir)
     record = jobs.read_record(run_dir) or {}
-    outcome = Outcome(run_dir, False, "", record.get("job_name", run_dir.name), _overrides(run_dir))
-    if status is not None and not status.failed:
-        try:
-            outcome.metrics = launcher.collect(run_dir)
-        except Exception as err:  # outputs missing or unreadable: the job failed as far as the sweep goes
-            jobs.write_error(run_dir, err, "CollectFailed")
-            outcome.status = f"{status.describe()}, not collected: {err}"
-            return outcome
-        outcome.ok, outcome.status = True, status.describe()
-        return outcome
-    if status is not None:
+    outcome = Outcome(run_dir, False, status.describe(), record.get("job_name", run_dir.name),
+                      outcomes.overrides(run_dir), stage=outcomes.stage_of(run_dir))  # fmt: skip
+    if status.failed:
         jobs.write_error(run_dir, status.describe(), "JobFailed")
-    error = run_dir / jobs.ERROR_FILE
-    metrics = run_dir / jobs.METRICS_FILE
-    if error.is_file():
-        failure = json.loads(error.read_text())
-        outcome.status = status.describe() if status else f"{failure['type']}: {failure['message']}"
-    elif metrics.is_file():
-        outcome.ok, outcome.status, outcome.metrics = True, "finished", json.loads(metrics.read_text())
-    elif status is None and not (run_dir / SPEC_FILE).is_file():
-        outcome.status = "did not start (no spec.yaml)"
-    else:
-        outcome.status = "did not finish (no metrics.json)" if status is None else status.describe()
+        return outcome
+    try:
+        outcome.metrics = launcher.collect(run_dir)
+    except Exception as err:  # outputs missing or unreadable: the job failed as far as the sweep goes
+        jobs.write_error(run_dir, err, "CollectFailed")
+        outcome.status = f"{status.describe()}, not collected: {err}"
+        return outcome
+    tracking.record_collected(run_dir)
+    outcome.ok = True
     return outcome
-
-
-def _overrides(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    from omegaconf import OmegaConf
-
-    return [str(o) for o in OmegaConf.load(path)]
 
 
 def _headline(metrics: Optional[dict]) -> str:
@@ -208,14 +186,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"fcft: {path} is not a directory", file=sys.stderr)
             return 2
         single = (path / SPEC_FILE).is_file() or (path / jobs.JOB_FILE).is_file()
-        run_dirs = [path] if single else job_dirs(path)
         try:
-            outcomes = finish(run_dirs)
+            results = finish([path] if single else outcomes.run_dirs(path))
         except KeyboardInterrupt:
             print(f"\nfcft: stopped waiting; the jobs go on. Collect them later: python -m fcft.sweep {path}")
             return 130
-        report(path, outcomes, write=not single)
-        code = code or int(not all(o.ok for o in outcomes))
+        report(path, results, write=not single)
+        code = code or int(not all(o.ok for o in results))
     return code
 
 

@@ -1,0 +1,106 @@
+"""Experiments with stages: several runs, in order, inside one job (`+experiment=NAME`, conf/experiment/).
+
+A plain Hydra sweep runs independent jobs; the published recipe is a chain (evaluate the base model, Spectrum SFT,
+then DPO from that SFT run). An experiment config lists its stages:
+
+    experiment:
+      stages:
+        - {name: base, overrides: [method=none]}
+        - {name: sft, overrides: [method=sft, tuning=spectrum]}
+        - {name: dpo, overrides: [method=dpo], init_from: sft}   # method.init_from = the sft stage's run directory
+
+and each job of `python -m fcft +experiment=NAME -m model=a,b` runs them one after another, each composed from
+the stage's overrides and then the job's own (so the command line has the last word), validated, and run by
+its launcher into `<job dir>/<stage>/`: its own spec.yaml, metrics.json, `.hydra/` (overrides.yaml,
+config.yaml) and MLflow run (a child of the sweep's parent run, tagged fcft.stage). `<job dir>/stages.json`
+lists the stages, so the multirun's end and `python -m fcft.report` find every stage's run. A stage that fails
+leaves error.json; a stage that starts from it is skipped (error.json says why); the others still run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from fcft import jobs
+from fcft import spec as run_spec
+from fcft.launch import make_launcher
+from fcft.outcomes import STAGES_FILE
+
+
+class Skipped(RuntimeError):
+    """A stage that starts from a stage that did not finish."""
+
+
+def check(experiment: DictConfig) -> None:
+    """SpecError naming the key when the stages can't run in order."""
+    if not experiment.stages:
+        raise run_spec.SpecError(f"experiment.stages: experiment '{experiment.name}' lists no stages")
+    seen: list[str] = []
+    for i, stage in enumerate(experiment.stages):
+        if not stage.name or "/" in stage.name or stage.name in seen:
+            raise run_spec.SpecError(f"experiment.stages[{i}].name: '{stage.name}' must be a unique directory name")
+        if stage.init_from is not None and stage.init_from not in seen:
+            raise run_spec.SpecError(f"experiment.stages[{i}].init_from: '{stage.init_from}' is not an earlier "
+                                     f"stage; earlier stages: {', '.join(seen) or 'none'}")  # fmt: skip
+        seen.append(stage.name)
+    table = experiment.table
+    for stage in (table.columns if table is not None else {}):
+        if stage not in seen:
+            raise run_spec.SpecError(f"experiment.table.columns: '{stage}' is not a stage; stages: {', '.join(seen)}")
+
+
+def run(experiment: DictConfig, job_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None,
+        prefix: str = "") -> Optional[float]:  # fmt: skip
+    """Run the experiment's stages in job_dir; returns the last stage's eval acc_norm (None if it failed).
+    `overrides`: the job's own (Hydra's task overrides); `prefix`: for the MLflow run names (e.g. the job number)."""
+    from hydra import compose
+
+    check(experiment)
+    job_dir = Path(job_dir)
+    stages = list(experiment.stages)
+    jobs.write_json(job_dir / STAGES_FILE, {"experiment": experiment.name,
+                                            "stages": [OmegaConf.to_container(s) for s in stages]})  # fmt: skip
+    finished: dict[str, Path] = {}
+    score = None
+    for stage in stages:
+        stage_dir = job_dir / stage.name
+        stage_overrides = [*stage.overrides, *overrides]
+        if stage.init_from is not None:
+            stage_overrides.append(f"method.init_from='{job_dir / stage.init_from}'")
+        print(f"fcft: stage {stage.name} ({' '.join(stage.overrides)}) in {stage_dir}", flush=True)
+        score = None
+        try:
+            cfg = compose(config_name="config", overrides=stage_overrides)
+            _record_config(stage_dir, cfg, stage_overrides)
+            if stage.init_from is not None and stage.init_from not in finished:
+                raise Skipped(f"skipped: stage '{stage.init_from}', which it starts from, did not finish")
+            cfg.experiment = None  # this stage is one run
+            cfg.tracking.parent_run_id = cfg.tracking.parent_run_id or parent_run_id
+            cfg.tracking.run_name = cfg.tracking.run_name or f"{prefix}{cfg.model.name}-{stage.name}"
+            cfg.tracking.tags = {**cfg.tracking.tags, "fcft.stage": stage.name, "fcft.experiment": experiment.name}
+            spec = run_spec.validate(cfg)
+            launcher = make_launcher(spec)
+            run_spec.save(spec, stage_dir / run_spec.SPEC_FILE)
+            metrics = launcher.launch(spec, stage_dir)
+        except Exception as err:  # noqa: BLE001 -- the stage failed; the ones that don't start from it go on
+            if not (stage_dir / jobs.ERROR_FILE).is_file():  # the worker writes its own, with the traceback
+                jobs.write_error(stage_dir, err)
+            print(f"fcft: stage {stage.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
+        if metrics is not None:
+            finished[stage.name] = stage_dir
+            score = (metrics.get("eval") or {}).get("acc_norm")
+    return score
+
+
+def _record_config(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """`.hydra/overrides.yaml` and `.hydra/config.yaml`, as Hydra writes them for a job."""
+    hydra_dir = stage_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+
