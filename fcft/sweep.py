@@ -156,8 +156,8 @@ def _outcome(run_dir: Path, status: Optional[jobs.JobStatus], launcher) -> Outco
         jobs.write_error(run_dir, err, "CollectFailed")
         outcome.status = f"{status.describe()}, not collected: {err}"
         return outcome
-    tracking.record_collected(run_dir)
-    outcome.ok = True
+    tracking.record_collected(run_dir)  # adds the MLflow run to metrics.json when the job could not track itself
+    outcome.ok, outcome.metrics = True, jobs.read_json(run_dir / jobs.METRICS_FILE) or outcome.metrics
     return outcome
 
 

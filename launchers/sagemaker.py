@@ -13,9 +13,13 @@ What a job gets (S3 keys under s3://<bucket>/<prefix>/<job base name>/):
   command         python -m launchers.sagemaker_entry fcft_job/spec.yaml: installs fcft, then runs the worker
                   under `accelerate launch` with one process per GPU of each instance, into /opt/ml/model
   checkpoints     <...>/checkpoints <-> /opt/ml/checkpoints (CheckpointConfig): a restarted spot job resumes
-  environment     launcher.environment, MLFLOW_TRACKING_URI (launcher.tracking_uri), and the secrets named by
+  environment     launcher.environment, MLFLOW_TRACKING_URI (when the job tracks), and the secrets named by
                   launcher.secrets, read from this process's environment at submission. Secrets go into the
                   job's environment only: never into spec.yaml, job.json, the dry-run print or the logs.
+  tracking        a job logs its MLflow run to the spec's tracking.uri when it can reach it (an http(s) server
+                  that isn't this machine's loopback, a SageMaker MLflow ARN, a database); with a store only
+                  this machine has (the embedded SQLite file), the job runs with tracking=none and fcft records
+                  its MLflow run here when it collects the outputs (fcft/tracking.py, record_collected)
   outputs         <...>/<job name>/output/model.tar.gz: the job's run directory (metrics.json, model/, ...);
                   output.tar.gz beside it: the same without model/
 
@@ -81,13 +85,12 @@ class SageMakerLauncher:
         fetch: str = "all",
         environment: Optional[dict] = None,
         secrets: tuple | list = ("HF_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"),
-        tracking_uri: Optional[str] = None,
     ):
         self.region, self.role, self.bucket = region, role, bucket
         self.prefix = prefix.strip("/")
         self.image_uri, self.framework_version, self.py_version = image_uri, framework_version, py_version
         self.base_job_name, self.wait, self.dry_run = base_job_name, wait, dry_run
-        self.poll_s, self.fetch, self.tracking_uri = poll_s, fetch, tracking_uri
+        self.poll_s, self.fetch = poll_s, fetch
         if environment is not None and not isinstance(environment, dict):
             raise SpecError(f"launcher.environment: a mapping of variable names to values, got {environment!r}")
         self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
@@ -208,6 +211,10 @@ class SageMakerLauncher:
         local_inputs = {channel: spec[group][key] for (group, key), channel in CHANNELS.items()
                         if spec[group][key] is not None and "://" not in spec[group][key]}  # fmt: skip
         job_spec = job_spec_for(spec, local_inputs)
+        if str(spec.tracking.name) == "mlflow":
+            print(f"fcft: the job logs its MLflow run to {job_spec.tracking.uri}" if str(job_spec.tracking.name) == "mlflow"
+                  else f"fcft: the job can't reach the tracking store {spec.tracking.uri}; its MLflow run is recorded "
+                       "there when fcft collects the job's outputs", flush=True)  # fmt: skip
         job_spec_text = OmegaConf.to_yaml(job_spec)
         (run_dir / "job_spec.yaml").write_text(job_spec_text)
         with tempfile.TemporaryDirectory(prefix="fcft-code-") as code:
@@ -237,14 +244,14 @@ class SageMakerLauncher:
                                                  max_wait_time_in_seconds=c.max_wait_s if c.use_spot else None),  # fmt: skip
             checkpoint_config=CheckpointConfig(s3_uri=f"{root}/checkpoints", local_path=job_spec.compute.checkpoint_dir),
             output_data_config=OutputDataConfig(s3_output_path=root, compression_type="GZIP"),
-            environment=self._environment(),
+            environment=self._environment(job_spec),
             hyperparameters=_hyperparameters(spec),
         )
 
-    def _environment(self) -> dict:
+    def _environment(self, job_spec: DictConfig) -> dict:
         env = {**self.environment, "PYTHONUNBUFFERED": "1"}
-        if self.tracking_uri:
-            env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        if str(job_spec.tracking.name) == "mlflow":  # also tells the entry script to install sagemaker-mlflow for an ARN
+            env["MLFLOW_TRACKING_URI"] = job_spec.tracking.uri
         for name in self.secrets:
             value = os.environ.get(name) or (_stored_hf_token() if name == "HF_TOKEN" else None)
             if value:
@@ -325,17 +332,18 @@ class SageMakerLauncher:
                 raise SpecError(f"launcher.secrets: '{name}' would be shown in the job's log (the SageMaker "
                                 f"SDK masks only names holding {', '.join(MASKED_WORDS)}); pass it in "
                                 "launcher.environment if it is not secret")  # fmt: skip
-        uri = self.tracking_uri
-        if uri and not (uri.startswith(("http://", "https://")) or re.match(r"arn:aws[\w-]*:sagemaker:", uri)):
-            raise SpecError(f"launcher.tracking_uri: a SageMaker job can't reach '{uri}'; give an http(s) MLflow "
-                            "server or a SageMaker MLflow tracking server ARN (arn:aws:sagemaker:...), or null")  # fmt: skip
 
 
 def job_spec_for(spec: DictConfig, local_inputs: dict) -> DictConfig:
     """The spec as it runs in the job: local inputs read from their channels, checkpoints to the synced
-    directory, and the worker run in place (the job itself is the machine)."""
+    directory, the worker run in place (the job itself is the machine), and MLflow tracking only to a store
+    the job can reach (else the run is recorded here at collection)."""
+    from fcft import tracking
+
     root = JOB_ROOT
     job = OmegaConf.create(OmegaConf.to_container(spec))
+    if str(job.tracking.name) == "mlflow" and not tracking.reachable_from_elsewhere(job.tracking.uri):
+        job.tracking.name, job.tracking.uri = "none", None
     for (group, key), channel in CHANNELS.items():
         if channel in local_inputs:
             local = Path(local_inputs[channel])

@@ -51,10 +51,8 @@ def install(source: Path) -> None:
 
 
 def tracking_packages(uri: str) -> list[str]:
-    """MLflow for a tracking URI; a SageMaker MLflow ARN also needs the sagemaker-mlflow plugin."""
-    if not uri:
-        return []
-    return ["mlflow>=3", "sagemaker-mlflow>=0.1"] if uri.startswith("arn:") else ["mlflow>=3"]
+    """What a tracking URI needs beyond fcft (which brings mlflow): the sagemaker-mlflow plugin for an ARN."""
+    return ["sagemaker-mlflow>=0.1"] if uri.startswith("arn:") else []
 
 
 def machines():

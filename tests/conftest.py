@@ -25,6 +25,17 @@ def fcft_cache(tmp_path_factory):
     return Path(os.environ["FCFT_CACHE"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory):
+    """One MLflow SQLite store and one reports folder for the session, inherited by CLI subprocesses: runs
+    track as they do by default, and nothing lands in the repository (mlflow.db, mlruns/, multirun_reports/)."""
+    root = tmp_path_factory.mktemp("tracking")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["FCFT_REPORTS_DIR"] = str(root / "reports")
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+    return os.environ["MLFLOW_TRACKING_URI"]
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(fcft_cache):
     from fcft import tiny

@@ -87,8 +87,8 @@ def test_sagemaker_entry_reads_the_job_machines(tmp_path, monkeypatch):
     (tmp_path / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"]}))
     monkeypatch.setattr(entry, "CONFIG_DIR", tmp_path)
     assert entry.machines() == Machines(count=2, rank=1, main_ip="algo-1", port=29500)
-    assert entry.tracking_packages("arn:aws:sagemaker:us-east-1:1:mlflow-tracking-server/x") == ["mlflow>=3", "sagemaker-mlflow>=0.1"]
-    assert entry.tracking_packages("") == []
+    assert entry.tracking_packages("arn:aws:sagemaker:us-east-1:1:mlflow-tracking-server/x") == ["sagemaker-mlflow>=0.1"]
+    assert entry.tracking_packages("http://mlflow.example.com") == [] and entry.tracking_packages("") == []
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,216 @@
+"""MLflow tracking on a real SQLite store (the session's, tests/conftest.py): a run's params, metrics, artifacts and
+end state, no secrets, init_from as a run id, the checks of tracking.uri, and remote jobs' tracking."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose
+from fcft import spec as run_spec
+from fcft import tracking
+
+SECRET = "mlflow_secret_do_not_leak_42"
+SMALL = ("compute=cpu", "method.max_steps=2", "method.logging_steps=1", "method.per_device_train_batch_size=2",
+         "method.gradient_accumulation_steps=1", "data.limit=8", "eval.limit=4", "eval.bootstrap_resamples=50")  # fmt: skip
+
+
+def client(uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def artifact_files(store, run_id, path=None) -> list[str]:
+    found = []
+    for item in store.list_artifacts(run_id, path):
+        found += artifact_files(store, run_id, item.path) if item.is_dir else [item.path]
+    return found
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory, tiny_dir, mlflow_store):
+    """One SFT run in this process, with secrets in the environment that must not reach MLflow."""
+    from fcft import worker
+
+    run_dir = tmp_path_factory.mktemp("tracked") / "run"
+    saved = {k: os.environ.get(k) for k in ("HF_TOKEN", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(HF_TOKEN=SECRET, MLFLOW_TRACKING_PASSWORD=SECRET)
+    try:
+        spec = run_spec.validate(compose(*SMALL, "tracking.run_name=tracked-sft", "+tracking.tags.purpose=test"))
+        run_dir.mkdir()
+        run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
+        metrics = worker.run(spec, run_dir)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return run_dir, metrics, spec
+
+
+def test_a_run_records_its_spec_metrics_and_files(tracked_run, mlflow_store):
+    run_dir, metrics, spec = tracked_run
+    store = client(mlflow_store)
+    run = store.get_run(metrics["tracking"]["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "tracked-sft"
+    assert metrics["tracking"]["uri"] == mlflow_store and spec.tracking.uri == mlflow_store
+    # params: the spec, flattened
+    params = run.data.params
+    assert params["model.name"] == "tiny" and params["method.max_steps"] == "2" and params["eval.limit"] == "4"
+    assert float(params["method.learning_rate"]) == spec.method.learning_rate and params["tuning.name"] == "full"
+    assert json.loads(params["tuning.lora_target_modules"]) == ["all-linear"]
+    # train metrics at every logging step, eval metrics at the end
+    losses = [m.value for m in store.get_metric_history(run.info.run_id, "train/loss")]
+    logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert losses == pytest.approx([r["loss"] for r in logged if "loss" in r]) and len(losses) == 2
+    ev = metrics["eval"]
+    assert run.data.metrics["eval/acc_norm"] == pytest.approx(ev["acc_norm"])
+    assert run.data.metrics["eval/macro_f1_ci95_high"] == pytest.approx(ev["macro_f1_ci95"][1])
+    assert run.data.metrics["eval/n"] == 4 and "train_loss" in run.data.metrics
+    tags = run.data.tags
+    assert tags["fcft.run_dir"] == str(run_dir) and tags["fcft.method"] == "sft" and tags["purpose"] == "test"
+    # artifacts, in mlruns/ beside the SQLite file, not in the working directory
+    files = artifact_files(store, run.info.run_id)
+    assert {"spec.yaml", "metrics.json", "train_log.jsonl", "eval/samples.jsonl", "eval/confusion.png"} <= set(files)
+    assert run.info.artifact_uri.startswith(f"file://{mlflow_store[len('sqlite:///'):].rsplit('/', 1)[0]}/mlruns/")
+    assert not (ROOT / "mlflow.db").exists() and not (ROOT / "mlruns").exists()
+    # no secret in params, tags or artifacts
+    texts = [json.dumps(params), json.dumps(tags)]
+    local = Path(run.info.artifact_uri[len("file://"):])
+    texts += [p.read_bytes().decode("utf-8", "replace") for p in local.rglob("*") if p.is_file()]
+    assert all(SECRET not in text for text in texts)
+
+
+def test_a_failing_run_ends_failed_with_its_error(tmp_path, tiny_dir, mlflow_store):
+    from fcft import worker
+    from fcft.data.when2call import DataError
+
+    broken = tmp_path / "test.jsonl"
+    broken.write_text('{"uuid": "x"}\n')
+    spec = run_spec.validate(compose("method=none", f"data.test_path={broken}"))
+    run_spec.save(spec, tmp_path / run_spec.SPEC_FILE)
+    with pytest.raises(DataError):
+        worker.run(spec, tmp_path)
+    store = client(mlflow_store)
+    (run,) = store.search_runs([store.get_experiment_by_name("fcft").experiment_id],
+                               filter_string=f"tags.`fcft.run_dir` = '{tmp_path}'")  # fmt: skip
+    assert run.info.status == "FAILED"
+    assert {"spec.yaml", "error.json"} <= set(artifact_files(store, run.info.run_id))
+
+
+def test_init_from_takes_an_mlflow_run_id(tracked_run, mlflow_store, tmp_path):
+    run_dir, metrics, _ = tracked_run
+    run_id = metrics["tracking"]["run_id"]
+    for given in (run_id, f"runs:/{run_id}"):
+        assert run_spec.validate(compose("method=dpo", f"method.init_from={given}")).method.init_from == str(run_dir)
+    store = client(mlflow_store)
+    experiment = store.get_experiment_by_name("fcft").experiment_id
+    untagged = store.create_run(experiment).info.run_id
+    gone = store.create_run(experiment, tags={"fcft.run_dir": str(tmp_path / "gone")}).info.run_id
+    cases = [
+        ("0" * 32, [], f"no MLflow run {'0' * 32} in {mlflow_store}"),
+        (untagged, [], "has no fcft.run_dir tag: fcft did not record it"),
+        (gone, [], f"recorded its run directory {tmp_path / 'gone'}, which is not on this machine"),
+        (run_id, ["tracking=none"], "is an MLflow run id and tracking=none can't look it up"),
+    ]
+    for init_from, extra, message in cases:
+        with pytest.raises(run_spec.SpecError) as err:
+            run_spec.validate(compose("method=dpo", f"method.init_from={init_from}", *extra))
+        assert str(err.value).startswith("method.init_from: ") and message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("ftp://example.com", "'ftp://example.com' is not a tracking URI fcft can use"),
+        ("/tmp/mlruns", "is not a tracking URI fcft can use; give http(s)://host:port"),
+        ("https://me:hunter2@mlflow.example.com", "holds a password, and the spec is written to disk"),
+        ("arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x", "is not a SageMaker MLflow ARN"),
+    ],
+)
+def test_bad_tracking_uris_are_refused(uri, message):
+    with pytest.raises(run_spec.SpecError) as err:
+        run_spec.validate(compose(f"tracking.uri={uri}"))
+    assert str(err.value).startswith("tracking.uri: ") and message in str(err.value)
+
+
+def test_the_embedded_store_and_tracking_none_need_no_mlflow(tmp_path):
+    """Validation resolves the default store without creating it or importing mlflow (kept ~1 s)."""
+    code = ("import sys; from omegaconf import OmegaConf; from hydra import compose, initialize_config_dir; "
+            "from fcft import spec; spec.register_schema(); "
+            "ctx = initialize_config_dir(config_dir=sys.argv[1], version_base='1.3'); ctx.__enter__(); "
+            "a = spec.validate(compose('config')); b = spec.validate(compose('config', ['tracking=none'])); "
+            "print(a.tracking.uri, b.tracking.name, b.tracking.uri, 'mlflow' in sys.modules)")  # fmt: skip
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "conf")], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    assert out == [f"sqlite:///{tmp_path}/mlflow.db", "none", "None", "False"]
+    assert list(tmp_path.iterdir()) == []  # created on first use only
+
+
+def test_an_unreachable_server_stops_the_run_before_it_starts(tmp_path, monkeypatch):
+    from fcft import worker
+    from launchers.processes import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    spec = run_spec.validate(compose("method=none", f"tracking.uri=http://127.0.0.1:{free_port()}"))
+    with pytest.raises(tracking.TrackingError, match="refused or can't be reached .* or run with tracking=none"):
+        worker.run(spec, tmp_path)
+    assert json.loads((tmp_path / "error.json").read_text())["type"] == "TrackingError"
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_sagemaker_job_tracks_where_it_can_else_it_is_recorded_here(tracked_run, mlflow_store, tmp_path):
+    from launchers.sagemaker import SageMakerLauncher, job_spec_for
+
+    server = "http://mlflow.example.com:5000"
+    remote = job_spec_for(run_spec.validate(compose("compute=ml.g5.2xlarge", f"tracking.uri={server}")), {})
+    assert remote.tracking.name == "mlflow" and remote.tracking.uri == server
+    assert SageMakerLauncher()._environment(remote)["MLFLOW_TRACKING_URI"] == server
+    local = job_spec_for(run_spec.validate(compose("compute=ml.g5.2xlarge")), {})
+    assert local.tracking.name == "none" and "MLFLOW_TRACKING_URI" not in SageMakerLauncher()._environment(local)
+
+    # A job that could not track: its collected outputs are recorded here, once.
+    run_dir, metrics, _ = tracked_run
+    collected = tmp_path / "collected"
+    shutil.copytree(run_dir, collected, ignore=shutil.ignore_patterns("model"))
+    untracked = {k: v for k, v in metrics.items() if k != "tracking"}
+    (collected / "metrics.json").write_text(json.dumps(untracked))
+    tracking.record_collected(collected)
+    recorded = json.loads((collected / "metrics.json").read_text())["tracking"]
+    store = client(mlflow_store)
+    run = store.get_run(recorded["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["fcft.run_dir"] == str(collected)
+    assert len(store.get_metric_history(run.info.run_id, "train/loss")) == 2
+    assert run.data.metrics["eval/acc_norm"] == pytest.approx(metrics["eval"]["acc_norm"])
+    tracking.record_collected(collected)  # already recorded: nothing new
+    assert json.loads((collected / "metrics.json").read_text())["tracking"] == recorded
+    runs = store.search_runs([run.info.experiment_id], filter_string=f"tags.`fcft.run_dir` = '{collected}'")
+    assert len(runs) == 1
+
+
+def test_experiment_stages_are_checked():
+    from fcft import stages
+
+    def experiment(*stage_list, columns=None):  # as Hydra composes it, on the schema
+        return OmegaConf.merge(OmegaConf.structured(run_spec.ExperimentSpec), {"name": "x", "stages": list(stage_list),
+                               "table": {"columns": columns} if columns else None})  # fmt: skip
+
+    cases = [
+        (experiment(), "experiment.stages: experiment 'x' lists no stages"),
+        (experiment({"name": "a"}, {"name": "a"}), "experiment.stages[1].name: 'a' must be a unique directory name"),
+        (experiment({"name": "dpo", "init_from": "sft"}, {"name": "sft"}), "experiment.stages[0].init_from: 'sft' is not an earlier stage"),
+        (experiment({"name": "a"}, columns={"b": "B"}), "experiment.table.columns: 'b' is not a stage; stages: a"),
+    ]
+    for config, message in cases:
+        with pytest.raises(run_spec.SpecError, match=message.replace("[", r"\[")):
+            stages.check(config)
+    with pytest.raises(run_spec.SpecError, match="experiment: 'results_table' runs several stages"):
+        run_spec.validate(compose("+experiment=results_table"))
