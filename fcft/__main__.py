@@ -39,9 +39,9 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, run_dir)
-    if cfg.get("experiment") is not None:
-        return _experiment(cfg, run_dir)
     try:
+        if cfg.get("experiment") is not None:
+            return _experiment(cfg, run_dir)
         spec = run_spec.validate(cfg)
         launcher = make_launcher(spec)
     except run_spec.SpecError as err:
@@ -61,9 +61,9 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
     """One job of a multirun: submit it where the launcher can (`submit`), else run it; a failure is written
     to error.json and logged, never raised, so the other jobs run and the multirun's end reports it."""
     parent = tracking.parent_for(cfg.tracking, Path(HydraConfig.get().sweep.dir))
-    if cfg.get("experiment") is not None:
-        return _experiment(cfg, run_dir, parent, prefix=f"{run_dir.name}-")
     try:
+        if cfg.get("experiment") is not None:
+            return _experiment(cfg, run_dir, parent, prefix=f"{run_dir.name}-")
         cfg.tracking.parent_run_id = cfg.tracking.get("parent_run_id") or parent
         if cfg.tracking.get("run_name") is None and parent:
             cfg.tracking.run_name = f"{run_dir.name}-{cfg.model.name}-{cfg.method.name}-{cfg.tuning.name}"
@@ -83,13 +83,8 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
 
 
 def _experiment(cfg: DictConfig, job_dir: Path, parent: str | None = None, prefix: str = "") -> float | None:
-    """An experiment's stages, one run each in job_dir/<stage> (fcft/stages.py). Alone (not in a multirun), a
-    failed stage makes the command fail; in a multirun, the multirun's end reports it."""
-    try:
-        stages.check(cfg.experiment)
-    except run_spec.SpecError as err:
-        print(f"fcft: invalid config: {err}", file=sys.stderr)
-        sys.exit(2)
+    """An experiment's stages, one run each in job_dir/<stage> (fcft/stages.py); SpecError if its stages can't run.
+    Alone (not in a multirun), a failed stage makes the command fail; in a multirun, the multirun's end reports it."""
     score = stages.run(cfg.experiment, job_dir, list(HydraConfig.get().overrides.task), parent, prefix)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         from fcft import outcomes

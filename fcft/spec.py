@@ -349,7 +349,7 @@ def _without_experiment(cfg: DictConfig | dict) -> DictConfig | dict:
     experiment = cfg.get("experiment") if isinstance(cfg, (DictConfig, dict)) else None
     if experiment is not None:
         raise SpecError(f"experiment: '{experiment.get('name')}' runs several stages, each its own run, so it is not "
-                        "one spec; run it with python -m fcft +experiment=NAME (fcft/stages.py)")  # fmt: skip
+                        "one spec; run it with python -m fcft -m +experiment=NAME (fcft/stages.py)")  # fmt: skip
     if isinstance(cfg, DictConfig):
         return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "experiment"]) if "experiment" in cfg else cfg
     return {key: value for key, value in cfg.items() if key != "experiment"}

@@ -9,7 +9,7 @@ then DPO from that SFT run). An experiment config lists its stages:
         - {name: sft, overrides: [method=sft, tuning=spectrum]}
         - {name: dpo, overrides: [method=dpo], init_from: sft}   # method.init_from = the sft stage's run directory
 
-and each job of `python -m fcft +experiment=NAME -m model=a,b` runs them one after another, each composed from
+and each job of `python -m fcft -m +experiment=NAME model=a,b` runs them one after another, each composed from
 the stage's overrides and then the job's own (so the command line has the last word), validated, and run by
 its launcher into `<job dir>/<stage>/`: its own spec.yaml, metrics.json, `.hydra/` (overrides.yaml,
 config.yaml) and MLflow run (a child of the sweep's parent run, tagged fcft.stage). `<job dir>/stages.json`
