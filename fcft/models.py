@@ -133,7 +133,7 @@ def init_from_problem(init_from: str, model: DictConfig) -> Optional[str]:
     """Why `init_from` can't start this run, or None when it can."""
     run = Path(os.path.expanduser(init_from))
     if not run.is_dir():
-        return f"'{init_from}' is not a run directory (MLflow run ids are not supported yet: they come with tracking)"
+        return f"'{init_from}' is neither a run directory nor an MLflow run id (32 hexadecimal characters, or runs:/<id>)"
     if _is_model_dir(run):
         return (f"{run} is a model directory; pass the run directory that holds it ({run.parent}), "
                 f"or start from plain weights with model.path={run}")  # fmt: skip

@@ -11,7 +11,7 @@ from conftest import CONF_DIR, compose, run_cli
 from fcft import spec as run_spec
 from fcft.data import SAMPLE_DIR
 
-GROUPS = ("model", "method", "tuning", "compute", "launcher", "data", "eval")
+GROUPS = ("model", "method", "tuning", "compute", "launcher", "data", "eval", "tracking", "experiment")
 OPTIONS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in GROUPS}
 WHAT = ("model", "method", "tuning", "data", "eval")  # what a run does
 # Where it runs: each compute preset with the launcher that runs it (ml.* instance types on SageMaker).
@@ -27,6 +27,7 @@ def test_every_group_has_its_documented_options():
     assert {"sample", "when2call"} <= set(OPTIONS["data"])
     assert "local" in OPTIONS["launcher"] and "local" in OPTIONS["compute"] and "default" in OPTIONS["eval"]
     assert {"sagemaker"} <= set(OPTIONS["launcher"])
+    assert {"mlflow", "none"} <= set(OPTIONS["tracking"]) and {"results_table", "dpo_search"} <= set(OPTIONS["experiment"])
     assert {"cpu", "cpu_ddp2", "cpu_zero3", "gpu", "gpu_zero3", "ml.g5.2xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge"} <= set(OPTIONS["compute"])
 
 
@@ -115,8 +116,8 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("method=dpo method.loss_type=[exo_pair]", "unknown loss type 'exo_pair'"),
         ("method=dpo method.loss_type=[]", "method.loss_type: dpo needs a list of loss types"),
         ("method=mpo method.loss_weights=[0.8,0.2]", "method.loss_weights: 2 weights for 3 loss types ['sigmoid', 'bco_pair', 'sft']"),
-        ("method=dpo method.init_from=/nonexistent/run", "method.init_from: '/nonexistent/run' is not a run directory (MLflow run ids are not supported yet"),
-        ("method=dpo method.init_from=3f2a9c", "method.init_from: '3f2a9c' is not a run directory"),
+        ("method=dpo method.init_from=/nonexistent/run", "method.init_from: '/nonexistent/run' is neither a run directory nor an MLflow run id"),
+        ("method=dpo method.init_from=3f2a9c", "method.init_from: '3f2a9c' is neither a run directory nor an MLflow run id (32 hexadecimal"),
         ("method=dpo data.pref_path=null", "data.pref_path: is null and data.hub_id is null"),
         ("method=mpo data.pref_path=/nonexistent.jsonl", "data.pref_path: file /nonexistent.jsonl does not exist"),
         ("tuning=full tuning.load_in_4bit=true", "tuning.load_in_4bit: 4-bit weights can't be trained directly, so tuning=full can't use them"),
@@ -128,6 +129,11 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("tuning=spectrum tuning.top_percent=100.5", "tuning.top_percent: must be in (0, 100], got 100.5"),
         ("tuning=spectrum tuning.spectrum_file=/nonexistent.yaml", "tuning.spectrum_file: /nonexistent.yaml does not exist"),
         ("tuning=lora tuning.spectrum_file=/nonexistent.yaml", "tuning.spectrum_file: only tuning=spectrum reads it; tuning is lora"),
+        ("tracking.uri=ftp://example.com", "tracking.uri: 'ftp://example.com' is not a tracking URI fcft can use"),
+        ("tracking.uri=/tmp/mlruns", "tracking.uri: '/tmp/mlruns' is not a tracking URI fcft can use; give http(s)://host:port"),
+        ("tracking.uri=https://me:hunter2@mlflow.example.com", "tracking.uri: holds a password, and the spec is written to disk"),
+        ("tracking.uri=arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x", "tracking.uri: 'arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x' is not a SageMaker MLflow ARN"),
+        ("tracking.parent_run_id=abc", "tracking.parent_run_id: 'abc' is not an MLflow run id"),
     ],
 )
 def test_validation_errors_name_the_key_and_what_is_valid(override, message):

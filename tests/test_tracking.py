@@ -1,5 +1,6 @@
 """MLflow tracking on a real SQLite store (the session's, tests/conftest.py): a run's params, metrics, artifacts and
-end state, no secrets, init_from as a run id, the checks of tracking.uri, and remote jobs' tracking."""
+end state, no secrets, init_from as a run id, the embedded store, an unreachable server, remote jobs' tracking,
+and the checks of an experiment's stages (tracking.uri's checks are with the others in test_config.py)."""
 
 from __future__ import annotations
 
@@ -123,21 +124,6 @@ def test_init_from_takes_an_mlflow_run_id(tracked_run, mlflow_store, tmp_path):
         with pytest.raises(run_spec.SpecError) as err:
             run_spec.validate(compose("method=dpo", f"method.init_from={init_from}", *extra))
         assert str(err.value).startswith("method.init_from: ") and message in str(err.value)
-
-
-@pytest.mark.parametrize(
-    "uri, message",
-    [
-        ("ftp://example.com", "'ftp://example.com' is not a tracking URI fcft can use"),
-        ("/tmp/mlruns", "is not a tracking URI fcft can use; give http(s)://host:port"),
-        ("https://me:hunter2@mlflow.example.com", "holds a password, and the spec is written to disk"),
-        ("arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x", "is not a SageMaker MLflow ARN"),
-    ],
-)
-def test_bad_tracking_uris_are_refused(uri, message):
-    with pytest.raises(run_spec.SpecError) as err:
-        run_spec.validate(compose(f"tracking.uri={uri}"))
-    assert str(err.value).startswith("tracking.uri: ") and message in str(err.value)
 
 
 def test_the_embedded_store_and_tracking_none_need_no_mlflow(tmp_path):
