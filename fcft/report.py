@@ -52,8 +52,13 @@ class Row:
 
     outcome: Outcome
     model: str
-    values: dict  # override key -> value, as given on the command line
+    overrides: list[str]  # the job's command-line overrides (for a stage, its job's: not the stage's own)
     experiment: Optional[dict] = field(default=None, repr=False)  # the run's +experiment config, if any
+
+    @property
+    def values(self) -> dict:
+        """override key -> value, as given on the command line."""
+        return dict(kv for kv in map(_key_value, self.overrides) if kv)
 
     @property
     def eval(self) -> dict:
@@ -90,8 +95,8 @@ def _row(outcome: Outcome) -> Row:
     hydra_config = _yaml(outcome.run_dir / ".hydra" / "config.yaml")  # the composed config, with any experiment
     spec = _yaml(outcome.run_dir / "spec.yaml") or hydra_config  # a run that failed validation has no spec
     model = str((spec.get("model") or {}).get("name") or "")
-    values = dict(kv for kv in map(_key_value, outcome.overrides) if kv)
-    return Row(outcome, model, values, hydra_config.get("experiment"))
+    job_overrides = outcomes.overrides(outcome.run_dir.parent) if outcome.stage else outcome.overrides
+    return Row(outcome, model, job_overrides, hydra_config.get("experiment"))
 
 
 def _yaml(path: Path) -> dict:
@@ -111,20 +116,14 @@ def _key_value(override: str) -> Optional[tuple[str, str]]:
 
 
 def _swept(rows: list[Row]) -> tuple[list[str], list[str]]:
-    """The override keys whose values differ between runs of the same stage, in command-line order, and the
-    overrides every run shares."""
+    """The override keys whose values differ between jobs, in command-line order, and the overrides every job
+    shares. A stage's own overrides (method=sft, its init_from) are what the experiment does, not what was swept."""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row.values if k not in keys]
-    swept = []
-    for key in keys:
-        for stage in {r.outcome.stage for r in rows}:
-            values = {r.values.get(key) for r in rows if r.outcome.stage == stage}
-            if len(values) > 1:
-                swept.append(key)
-                break
-    shared = set.intersection(*(set(r.outcome.overrides) for r in rows)) if rows else set()
-    fixed = [o for o in (rows[0].outcome.overrides if rows else []) if o in shared]
+    swept = [key for key in keys if len({r.values.get(key) for r in rows}) > 1]
+    shared = set.intersection(*(set(r.overrides) for r in rows)) if rows else set()
+    fixed = [o for o in (rows[0].overrides if rows else []) if o in shared]
     return swept, fixed
 
 
@@ -264,6 +263,11 @@ def _markdown(sweep_dir: Path, rows: list[Row], swept: list[str], fixed: list[st
         lines.append("Nothing: every run has the same overrides.")
     if fixed:
         lines += ["", "The same for every run: " + " ".join(f"`{o}`" for o in fixed)]
+    experiment = next((r.experiment for r in rows if r.experiment), None)
+    if experiment and experiment.get("stages"):
+        steps = [f"{s['name']} (`{' '.join(s.get('overrides') or [])}`{', from ' + s['init_from'] if s.get('init_from') else ''})"
+                 for s in experiment["stages"]]  # fmt: skip
+        lines += ["", f"Each job ran the stages of experiment {experiment.get('name')}, in order: {'; '.join(steps)}."]
     if table:
         lines += ["", "## Results table", "", table]
     header = ["job", *(["stage"] if staged else []), *swept, "status", "acc_norm [95% CI]", "macro_f1 [95% CI]",
