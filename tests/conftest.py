@@ -13,9 +13,21 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+MAX_WORKERS = 4  # each worker holds torch, transformers and TRL (1-2 GB) and starts CLI subprocesses of its own
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # Share the cores between the workers (and the subprocesses they start) instead of every torch process
+    # spinning a thread per core: on 2 cores, 2 workers x 2 threads is slower than 2 x 1.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, CORES // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 REAL_TEST_ROWS = ROOT.parent / "shared" / "data" / "when2call" / "test_sample.jsonl"
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject.toml's default): one worker per core, at most MAX_WORKERS."""
+    return max(1, min(CORES, MAX_WORKERS))
 
 
 @pytest.fixture(scope="session", autouse=True)
