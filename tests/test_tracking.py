@@ -36,6 +36,13 @@ def artifact_files(store, run_id, path=None) -> list[str]:
     return found
 
 
+def default_store_state() -> dict:
+    """When the working directory's embedded store (mlflow.db, mlruns/) last changed; None where it is absent
+    (a Quickstart `python -m fcft` before the tests leaves one)."""
+    paths = (ROOT / "mlflow.db", ROOT / "mlruns")
+    return {path.name: path.stat().st_mtime_ns if path.exists() else None for path in paths}
+
+
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory, tiny_dir, mlflow_store):
     """One SFT run in this process, with secrets in the environment that must not reach MLflow."""
@@ -48,7 +55,9 @@ def tracked_run(tmp_path_factory, tiny_dir, mlflow_store):
         spec = run_spec.validate(compose(*SMALL, "tracking.run_name=tracked-sft", "+tracking.tags.purpose=test"))
         run_dir.mkdir()
         run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
+        store_before = default_store_state()
         metrics = worker.run(spec, run_dir)
+        assert default_store_state() == store_before  # the run tracked into the session's store only
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
@@ -80,7 +89,6 @@ def test_a_run_records_its_spec_metrics_and_files(tracked_run, mlflow_store):
     files = artifact_files(store, run.info.run_id)
     assert {"spec.yaml", "metrics.json", "train_log.jsonl", "eval/samples.jsonl", "eval/confusion.png"} <= set(files)
     assert run.info.artifact_uri.startswith(f"file://{mlflow_store[len('sqlite:///'):].rsplit('/', 1)[0]}/mlruns/")
-    assert not (ROOT / "mlflow.db").exists() and not (ROOT / "mlruns").exists()
     # no secret in params, tags or artifacts
     texts = [json.dumps(params), json.dumps(tags)]
     local = Path(run.info.artifact_uri[len("file://"):])
