@@ -61,8 +61,8 @@ def test_both_backends_give_the_same_predictions_and_metrics(fmt, models, real_r
         for key in ("acc", "acc_norm", "macro_f1"):
             assert abs(ours[key] - theirs[key]) <= 1e-9, key
         assert ours == theirs  # hallucination rate, confusion matrix and intervals too
-        # lm-eval's own acc/acc_norm were held to its samples' inside the lm_eval backend (next test), so they
-        # equal fcft's too.
+        # lm-eval's own acc/acc_norm were held to its samples' inside the lm_eval backend (the check that
+        # test_the_backend_refuses_lm_evals_metrics_when_its_samples_disagree exercises), so they equal fcft's too.
 
 
 def test_the_backend_refuses_lm_evals_metrics_when_its_samples_disagree(real_rows):

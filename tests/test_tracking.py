@@ -45,7 +45,8 @@ def default_store_state() -> dict:
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory, tiny_dir, mlflow_store):
-    """One SFT run in this process, with secrets in the environment that must not reach MLflow."""
+    """One SFT run in this process, with secrets in the environment that must not reach MLflow; also the
+    working directory's embedded store before and after it."""
     from fcft import worker
 
     run_dir = tmp_path_factory.mktemp("tracked") / "run"
@@ -57,15 +58,15 @@ def tracked_run(tmp_path_factory, tiny_dir, mlflow_store):
         run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
         store_before = default_store_state()
         metrics = worker.run(spec, run_dir)
-        assert default_store_state() == store_before  # the run tracked into the session's store only
+        store_after = default_store_state()
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    return run_dir, metrics, spec
+    return run_dir, metrics, spec, (store_before, store_after)
 
 
 def test_a_run_records_its_spec_metrics_and_files(tracked_run, mlflow_store):
-    run_dir, metrics, spec = tracked_run
+    run_dir, metrics, spec, (store_before, store_after) = tracked_run
     store = client(mlflow_store)
     run = store.get_run(metrics["tracking"]["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "tracked-sft"
@@ -89,6 +90,7 @@ def test_a_run_records_its_spec_metrics_and_files(tracked_run, mlflow_store):
     files = artifact_files(store, run.info.run_id)
     assert {"spec.yaml", "metrics.json", "train_log.jsonl", "eval/samples.jsonl", "eval/confusion.png"} <= set(files)
     assert run.info.artifact_uri.startswith(f"file://{mlflow_store[len('sqlite:///'):].rsplit('/', 1)[0]}/mlruns/")
+    assert store_after == store_before  # the working directory's embedded store was not touched
     # no secret in params, tags or artifacts
     texts = [json.dumps(params), json.dumps(tags)]
     local = Path(run.info.artifact_uri[len("file://"):])
@@ -114,7 +116,7 @@ def test_a_failing_run_ends_failed_with_its_error(tmp_path, tiny_dir, mlflow_sto
 
 
 def test_init_from_takes_an_mlflow_run_id(tracked_run, mlflow_store, tmp_path):
-    run_dir, metrics, _ = tracked_run
+    run_dir, metrics, _, _ = tracked_run
     run_id = metrics["tracking"]["run_id"]
     for given in (run_id, f"runs:/{run_id}"):
         assert run_spec.validate(compose("method=dpo", f"method.init_from={given}")).method.init_from == str(run_dir)
@@ -172,7 +174,7 @@ def test_a_sagemaker_job_tracks_where_it_can_else_it_is_recorded_here(tracked_ru
     assert local.tracking.name == "none" and "MLFLOW_TRACKING_URI" not in SageMakerLauncher()._environment(local)
 
     # A job that could not track: its collected outputs are recorded here, once.
-    run_dir, metrics, _ = tracked_run
+    run_dir, metrics, _, _ = tracked_run
     collected = tmp_path / "collected"
     shutil.copytree(run_dir, collected, ignore=shutil.ignore_patterns("model"))
     untracked = {k: v for k, v in metrics.items() if k != "tracking"}
