@@ -65,8 +65,8 @@ def main() -> None:
     from fcft.data import formats
     from fcft.data.prepare import mcq_item
     from fcft.data.when2call import load_part
-    from fcft.evaluate import context_length, score, summarise
-    from fcft.lm_eval_task import score as lm_eval_score
+    from fcft.eval.mcq import context_length, score, summarise
+    from fcft.eval.lm_eval_backend import score as lm_eval_score
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.ensure())
     data = OmegaConf.create({"hub_id": None, "test_path": str(args.rows), "on_bad_row": "error"})

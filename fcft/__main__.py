@@ -8,7 +8,7 @@ the run directory, and hand it to the configured launcher.
 
 Hydra runs here only; launchers and the worker read the frozen spec.yaml. In a multirun, a job that fails
 (bad config, failed training, refused submission) leaves error.json and the sweep goes on; remote
-launchers only submit, and the multirun's end (fcft/sweep.py) waits for every job and reports. Each job's
+launchers only submit, and the multirun's end (fcft/runs/sweep.py) waits for every job and reports. Each job's
 spec names the sweep's MLflow parent run (tracking.parent_run_id). A job returns its eval acc_norm, which
 the Optuna sweeper (hydra/sweeper=optuna) maximises.
 """
@@ -24,9 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from fcft import jobs, stages, tracking
+from fcft import tracking
+from fcft.runs import jobs, stages
 from fcft import spec as run_spec
-from fcft.launch import make_launcher
+from fcft.runs.launch import make_launcher
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("fcft")
@@ -83,12 +84,12 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
 
 
 def _experiment(cfg: DictConfig, job_dir: Path, parent: str | None = None, prefix: str = "") -> float | None:
-    """An experiment's stages, one run each in job_dir/<stage> (fcft/stages.py); SpecError if its stages can't run.
+    """An experiment's stages, one run each in job_dir/<stage> (fcft/runs/stages.py); SpecError if its stages can't run.
     Alone (not in a multirun), a failed stage makes the command fail; in a multirun, the multirun's end reports it."""
     score = stages.run(cfg.experiment, job_dir, list(HydraConfig.get().overrides.task), parent, prefix)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        from fcft import outcomes
-        from fcft.sweep import report
+        from fcft.runs import outcomes
+        from fcft.runs.sweep import report
 
         results = [outcomes.read(d) for d in outcomes.job_run_dirs(job_dir)]
         report(job_dir, results, write=False)
@@ -106,7 +107,7 @@ def _report(metrics: dict | None, run_dir: Path) -> float | None:
             print(f"fcft: job {record['job_name']} completed; its outputs: {record.get('model_artifacts')}")
         else:
             print(f"fcft: submitted {record.get('job_name')}; outputs will be in {run_dir} "
-                  f"(wait and collect with: python -m fcft.sweep {run_dir})")  # fmt: skip
+                  f"(wait and collect with: python -m fcft.runs {run_dir})")  # fmt: skip
         return None
     from fcft.worker import metrics_table
 

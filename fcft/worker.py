@@ -15,7 +15,7 @@ Every launcher ends here, with the same spec file; Hydra is never involved. The 
                         "data": {...}, "tracking": {"run_id", "experiment_id", "uri", "url"}}, written last
     error.json          only when the run failed: the error's type and message
 
-With tracking=mlflow (the default), rank 0 records the run in MLflow as it goes (fcft/tracking.py): the run is
+With tracking=mlflow (the default), rank 0 records the run in MLflow as it goes (fcft/tracking/): the run is
 created before any data loads, so an unreachable store stops the run at once, and it is always ended.
 
 In a run of several processes (`accelerate launch ... -m fcft.worker`), every rank trains and only rank 0
@@ -112,7 +112,7 @@ def _run(spec: DictConfig, run_dir: Path, tracker: tracking.Tracker | None) -> d
 
     if spec.eval.enabled and distributed.is_main():
         from fcft.data.prepare import mcq_item
-        from fcft.evaluate import evaluate, requests
+        from fcft.eval.mcq import evaluate, requests
 
         e = spec.eval
         items = [mcq_item(row, eval_format) for row in test_rows.rows]
@@ -122,7 +122,7 @@ def _run(spec: DictConfig, run_dir: Path, tracker: tracking.Tracker | None) -> d
                                          resamples=e.bootstrap_resamples, seed=e.bootstrap_seed)  # fmt: skip
         _write_jsonl(run_dir / "eval" / "samples.jsonl", samples)
         metrics["eval"] = {**eval_metrics, "format": eval_format.name, "backend": str(e.backend)}
-        from fcft import plots
+        from fcft.report import plots
 
         plots.confusion(eval_metrics["confusion"], run_dir / "eval" / "confusion.png",
                         title=f"{spec.model.name} {spec.method.name}: acc {eval_metrics['acc']:.3f} (n={eval_metrics['n']})")  # fmt: skip

@@ -1,5 +1,5 @@
 """Where a run trains. fcft/ never imports this package: the CLI reaches a launcher through the config
-(fcft/launch.py), so a user can add one (Slurm, Ray) without touching fcft/.
+(fcft/runs/launch.py), so a user can add one (Slurm, Ray) without touching fcft/.
 
 A launcher is any class named by `conf/launcher/*.yaml`'s `_target_`; the file's other keys are its
 constructor's keyword arguments (checked against its signature). The protocol:
@@ -13,14 +13,14 @@ constructor's keyword arguments (checked against its signature). The protocol:
 
 Launchers that run elsewhere (SageMaker) also have:
 
-    submit(spec, run_dir)     start the run without waiting and write run_dir/job.json (fcft/jobs.py): the
+    submit(spec, run_dir)     start the run without waiting and write run_dir/job.json (fcft/runs/jobs.py): the
                               multirun calls this instead of `launch`, so a sweep's jobs all go out at once.
     status(run_dir)           the job's fcft.jobs.JobStatus (state, done, failed, detail, reason).
     collect(run_dir)          bring a completed job's outputs into run_dir; return its metrics (or None).
     poll_s                    seconds between status calls while waiting.
 
-A launcher that submits is re-made from each job's spec.yaml at the multirun's end (fcft/sweep.py), which
-waits with a live status table, collects, and reports; `python -m fcft.sweep DIR` does the same later.
+A launcher that submits is re-made from each job's spec.yaml at the multirun's end (fcft/runs/sweep.py), which
+waits with a live status table, collects, and reports; `python -m fcft.runs DIR` does the same later.
 
     local.py            this machine: in-process, or `accelerate launch` for several processes
     processes.py        the worker's command line for a strategy (none, ddp, zero3) and machine count

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 import fcft
-from fcft import jobs
+from fcft.runs import jobs
 from fcft.spec import SPEC_FILE, SpecError
 from launchers.processes import batch_plan, in_one_process, processes_per_machine, worker_command
 

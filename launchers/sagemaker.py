@@ -19,7 +19,7 @@ What a job gets (S3 keys under s3://<bucket>/<prefix>/<job base name>/):
   tracking        a job logs its MLflow run to the spec's tracking.uri when it can reach it (an http(s) server
                   that isn't this machine's loopback, a SageMaker MLflow ARN, a database); with a store only
                   this machine has (the embedded SQLite file), the job runs with tracking=none and fcft records
-                  its MLflow run here when it collects the outputs (fcft/tracking.py, record_collected)
+                  its MLflow run here when it collects the outputs (fcft/tracking/, record_collected)
   outputs         <...>/<job name>/output/model.tar.gz: the job's run directory (metrics.json, model/, ...);
                   output.tar.gz beside it: the same without model/
 
@@ -45,7 +45,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from fcft import jobs
+from fcft.runs import jobs
 from fcft.spec import SPEC_FILE, SpecError
 
 JOB_ROOT = "/opt/ml"  # the container's SageMaker directory tree
@@ -119,12 +119,12 @@ class SageMakerLauncher:
         self.submit(spec, run_dir)
         if not self.wait:
             return None
-        from fcft.sweep import finish
+        from fcft.runs.sweep import finish
 
         try:
             outcome = finish([Path(run_dir)], out=sys.stdout)[0]
         except KeyboardInterrupt:
-            raise jobs.RunFailed(f"stopped waiting; the job goes on. Collect it later: python -m fcft.sweep {run_dir}") from None
+            raise jobs.RunFailed(f"stopped waiting; the job goes on. Collect it later: python -m fcft.runs {run_dir}") from None
         if not outcome.ok:
             raise jobs.RunFailed(f"SageMaker job {outcome.job}: {outcome.status}")
         return outcome.metrics

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fcft import evaluate as evaluation
+from fcft.eval import mcq as evaluation
 from fcft.data import formats
 from fcft.data.prepare import McqItem, mcq_item, split_tokens
 from fcft.data.when2call import load_part
@@ -60,7 +60,7 @@ def test_cached_scores_equal_full_sequences_whatever_the_batch_mates(tiny, real_
 
 
 def test_long_rows_lose_tokens_from_the_left_as_lm_eval_cuts_them(tiny, real_items):
-    from fcft import lm_eval_task
+    from fcft.eval import lm_eval_backend
 
     model, tokenizer = tiny
     items = real_items[:3]
@@ -69,7 +69,7 @@ def test_long_rows_lose_tokens_from_the_left_as_lm_eval_cuts_them(tiny, real_ite
     scores = evaluation.score(model, tokenizer, items, batch_size=3, max_length=max_length)
     for item, lls in zip(items, scores):
         assert lls == pytest.approx(reference(model, tokenizer, item, max_length), abs=2e-3), item.uuid
-    for ours, theirs in zip(scores, lm_eval_task.score(model, tokenizer, items, 3, max_length)):
+    for ours, theirs in zip(scores, lm_eval_backend.score(model, tokenizer, items, 3, max_length)):
         assert ours == pytest.approx(theirs, abs=2e-3)
     with pytest.raises(ValueError, match="alone is .* tokens, longer than the model's maximum length 20"):
         evaluation.score(model, tokenizer, items, max_length=20)

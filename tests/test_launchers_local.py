@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from conftest import compose, run_cli
-from fcft import jobs
+from fcft.runs import jobs
 from fcft import spec as run_spec
 from fcft.data import SAMPLE_DIR
-from fcft.launch import make_launcher
+from fcft.runs.launch import make_launcher
 from launchers.processes import Machines, worker_command
 
 # Same global batch of 4 in every run: 1 process x 2 per device x 2 accumulation, 2 processes x 2 x 1.

@@ -10,12 +10,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose
-from fcft import lm_eval_task, worker
+from fcft import worker
+from fcft.eval import lm_eval_backend
 from fcft import spec as run_spec
 from fcft.data import formats
 from fcft.data.prepare import mcq_item
 from fcft.data.when2call import load_part
-from fcft.evaluate import evaluate, requests
+from fcft.eval.mcq import evaluate, requests
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,9 @@ def test_the_backend_refuses_lm_evals_metrics_when_its_samples_disagree(real_row
     items = [mcq_item(row, formats.QWEN2_5) for row in real_rows[:4]]
     loglikelihoods = [[0.0, -1.0, -2.0, -3.0]] * 4  # every row predicts the first category
     acc = sum(item.gold == 0 for item in items) / 4
-    lm_eval_task._check_reported({"acc": acc, "acc_norm": acc}, items, loglikelihoods)  # agrees: no error
+    lm_eval_backend._check_reported({"acc": acc, "acc_norm": acc}, items, loglikelihoods)  # agrees: no error
     with pytest.raises(RuntimeError, match=r"lm-eval reports acc=.* but its samples give"):
-        lm_eval_task._check_reported({"acc": acc + 0.25, "acc_norm": acc}, items, loglikelihoods)
+        lm_eval_backend._check_reported({"acc": acc + 0.25, "acc_norm": acc}, items, loglikelihoods)
 
 
 def test_training_changed_the_models_answers(models, real_rows):

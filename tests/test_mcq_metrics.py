@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score
 
-from fcft import mcq_metrics
+from fcft.eval import metrics as mcq_metrics
 from fcft.data.formats import CATEGORIES
 
 # NVIDIA's when2call-qwen2_5 on Qwen2.5-1.5B-Instruct, n=3652 (research notes §1.5): rows = true, columns =

@@ -36,7 +36,7 @@ def _expected_trainable(tuning: str, model, run_dir) -> set[str]:
     if tuning == "full":
         return names
     if tuning == "spectrum":
-        from fcft import spectrum_yaml
+        from fcft.train import spectrum_yaml
 
         patterns = spectrum_yaml.read(run_dir / "spectrum.yaml")
         return {n for n, _ in model.named_parameters(remove_duplicate=False) if any(re.match(p, n) for p in patterns)} & names

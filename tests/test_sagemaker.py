@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose
-from fcft import jobs
+from fcft.runs import jobs
 from fcft import spec as run_spec
-from fcft.launch import make_launcher
+from fcft.runs.launch import make_launcher
 
 pytest.importorskip("sagemaker.train")
 moto = pytest.importorskip("moto")
@@ -120,7 +120,7 @@ def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, capl
         assert channels[channel].split(f"s3://{BUCKET}/", 1)[1] in objects
     code_prefix = channels["code"].split(f"s3://{BUCKET}/", 1)[1] + "/"
     code = {key[len(code_prefix):] for key in objects if key.startswith(code_prefix)}
-    assert {"fcft/spec.py", "launchers/sagemaker_entry.py", "conf/config.yaml", "pyproject.toml", "constraints.txt",
+    assert {"fcft/spec/", "launchers/sagemaker_entry.py", "conf/config.yaml", "pyproject.toml", "constraints.txt",
             "fcft_job/spec.yaml"} <= code  # fmt: skip
     assert not [p for p in code if p.startswith(("tests/", ".git", "outputs/")) or "__pycache__" in p]
     assert algorithm["ContainerEntrypoint"] == ["/bin/bash"]
@@ -313,7 +313,7 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
     assert job["CheckpointConfig"]["S3Uri"].endswith("/checkpoints")
     record = jobs.read_record(tmp_path)
     assert record["job_name"] == summary["TrainingJobName"]
-    assert f"python -m fcft.sweep {tmp_path}" in result.stdout
+    assert f"python -m fcft.runs {tmp_path}" in result.stdout
     assert_no_secret(result.stdout, result.stderr, run_dir=tmp_path)
 
     # Later, the job has finished (moto: at once) and left its run directory: collect it.
@@ -322,7 +322,7 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
         Bucket=bucket, Key=key, Body=tarball({"metrics.json": {"train": {"loss": 1.25}, "eval": {"acc_norm": 0.5}},
                                               "spec.yaml": "the job's own: not to replace the local one"}))  # fmt: skip
     spec_before = (tmp_path / "spec.yaml").read_text()
-    collected = subprocess.run([sys.executable, "-m", "fcft.sweep", str(tmp_path)], cwd=ROOT, capture_output=True,
+    collected = subprocess.run([sys.executable, "-m", "fcft.runs", str(tmp_path)], cwd=ROOT, capture_output=True,
                                text=True, env={**os.environ, "AWS_ENDPOINT_URL": moto_server}, timeout=300)  # fmt: skip
     assert collected.returncode == 0, collected.stderr[-3000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["eval"]["acc_norm"] == 0.5

@@ -11,7 +11,7 @@ import torch
 
 from conftest import compose
 from fcft import spec as run_spec
-from fcft import spectrum_yaml
+from fcft.train import spectrum_yaml
 from fcft.train import spectrum
 
 # Which layer of the tiny model's two gets the high-SNR spectrum, per matrix type.

@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from fcft import report
+from fcft.report import report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = ("method.per_device_train_batch_size=2", "method.gradient_accumulation_steps=1", "method.logging_steps=1",

@@ -193,7 +193,7 @@ def test_a_sagemaker_job_tracks_where_it_can_else_it_is_recorded_here(tracked_ru
 
 
 def test_experiment_stages_are_checked():
-    from fcft import stages
+    from fcft.runs import stages
 
     def experiment(*stage_list, columns=None):  # as Hydra composes it, on the schema
         return OmegaConf.merge(OmegaConf.structured(run_spec.ExperimentSpec), {"name": "x", "stages": list(stage_list),

@@ -15,10 +15,10 @@ def train(spec: DictConfig, model, tokenizer, rows: list[dict], fmt, run_dir: Pa
 
     max_length = spec.model.max_length
     if spec.method.name == "sft":
-        from fcft.train import sft
+        from fcft.train.methods import sft
 
         return sft.train(spec, model, tokenizer, sft_dataset(rows, fmt, tokenizer, max_length), run_dir, device, callbacks)
-    from fcft.train import preference
+    from fcft.train.methods import preference
 
     dataset = pref_dataset(rows, fmt, tokenizer, max_length)
     return preference.train(spec, model, tokenizer, dataset, run_dir, device, callbacks)

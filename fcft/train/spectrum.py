@@ -15,7 +15,7 @@ fcft computes it from the model's own weights, as cognitivecomputations/spectrum
 
 The SNRs are cached per model weights (a hash of every parameter's name, dtype, shape and bytes) under
 `$FCFT_CACHE/spectrum/<hash>/`: `snr.json` and the unfrozen-parameter YAML per top_percent, in the
-published format (fcft/spectrum_yaml.py). Every Spectrum run writes the patterns it used to spectrum.yaml.
+published format (fcft/train/spectrum_yaml.py). Every Spectrum run writes the patterns it used to spectrum.yaml.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fcft import spectrum_yaml
+from fcft.train import spectrum_yaml
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ give the same log-likelihoods (to float rounding):
 
     fcft     `score` below: each row's prompt runs once and its four answers are scored on the prompt's
              cached keys/values
-    lm_eval  lm-evaluation-harness itself (`fcft.lm_eval_task`), for cross-checking
+    lm_eval  lm-evaluation-harness itself (`fcft.lm_eval_backend`), for cross-checking
 
 Both follow lm-eval 0.4's multiple-choice scoring: a choice's log-likelihood is the sum of its tokens'
 log-probabilities after the prompt, the prompt and choice split into tokens by `_encode_pair`'s rule
@@ -22,7 +22,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from fcft import mcq_metrics
+from fcft.eval import metrics as mcq_metrics
 from fcft.data.formats import CATEGORIES
 from fcft.data.prepare import McqItem, split_tokens
 
@@ -40,9 +40,9 @@ def evaluate(
     """(metrics, samples) for the items; samples hold one dict per item in input order."""
     max_length = context_length(model, tokenizer)
     if backend == "lm_eval":
-        from fcft import lm_eval_task
+        from fcft.eval import lm_eval_backend
 
-        loglikelihoods = lm_eval_task.score(model, tokenizer, items, batch_size, max_length)
+        loglikelihoods = lm_eval_backend.score(model, tokenizer, items, batch_size, max_length)
     elif backend == "fcft":
         loglikelihoods = score(model, tokenizer, items, batch_size, max_length)
     else:

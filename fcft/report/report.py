@@ -1,4 +1,4 @@
-"""A sweep's report, written at the end of every multirun (fcft/sweep.py's REPORT_WRITERS) or rebuilt later from
+"""A sweep's report, written at the end of every multirun (fcft/runs/sweep.py's REPORT_WRITERS) or rebuilt later from
 the finished run directories alone:
 
     python -m fcft.report MULTIRUN_DIR [--out REPORT_DIR]
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fcft import outcomes, tracking
-from fcft.outcomes import Outcome
+from fcft import tracking
+from fcft.runs import outcomes
+from fcft.runs.outcomes import Outcome
 
 REPORTS_ENV = "FCFT_REPORTS_DIR"
 DEFAULT_REPORTS = "multirun_reports"
@@ -141,7 +142,7 @@ def number(text: Optional[str]) -> Optional[float]:
 
 def _plots(rows: list[Row], swept: list[str], folder: Path) -> list[tuple[str, str]]:
     """(title, file name) of each plot written into folder."""
-    from fcft import plots
+    from fcft.report import plots
 
     numeric = [k for k in swept if all(number(r.values[k]) is not None for r in rows if k in r.values)]
     scored = [r for r in rows if r.eval.get(METRIC) is not None]

@@ -2,7 +2,7 @@
 failed run is reported.
 
 A launcher that submits a run (SageMaker) writes `job.json` into the run directory: what was submitted,
-where its outputs will be, and the last state seen. `fcft.sweep` reads it to wait for the job and collect
+where its outputs will be, and the last state seen. `python -m fcft.runs` reads it to wait for the job and collect
 its results, in the same command or a later one. Secrets never go into it.
 """
 

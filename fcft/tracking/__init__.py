@@ -17,7 +17,7 @@ What one run gets, from rank 0 only; the run is always ended: FINISHED, FAILED (
 The run's id goes into metrics.json ("tracking"): a run started from this run directory links back to it, and
 `method.init_from=<MLflow run id>` finds the directory again through the fcft.run_dir tag.
 
-A multirun gets a parent run (fcft/sweep.py's MultirunEnd starts and ends it). Its id is written to
+A multirun gets a parent run (fcft/runs/sweep.py's MultirunEnd starts and ends it). Its id is written to
 <sweep dir>/tracking.json, and each job's spec carries it as tracking.parent_run_id, so jobs that run elsewhere
 (SageMaker) name their parent too. A remote job whose tracking store it can't reach (a local SQLite file) runs
 untracked and is recorded here when its outputs are collected (`record_collected`).
@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from fcft.jobs import read_json, write_json
+from fcft.runs.jobs import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +441,7 @@ def log_sweep_report(sweep_dir: Path, report_dir: Path) -> None:
 
 
 def end_sweep(sweep_dir: Path, outcomes: list) -> None:
-    """A report writer (fcft/sweep.py): the parent run gets sweep.json, the best acc_norm, and ends FINISHED, or
+    """A report writer (fcft/runs/sweep.py): the parent run gets sweep.json, the best acc_norm, and ends FINISHED, or
     FAILED when any job failed."""
     parent = sweep_parent(sweep_dir)
     if parent is None:

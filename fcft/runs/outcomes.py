@@ -1,12 +1,12 @@
 """How the runs of a sweep ended, read from their directories alone.
 
 A sweep directory (Hydra's `multirun/<date>/<time>/`) holds one directory per job, `<job number>/`, each with
-Hydra's `.hydra/` (config.yaml, overrides.yaml). A job of an experiment with stages (fcft/stages.py) holds one
+Hydra's `.hydra/` (config.yaml, overrides.yaml). A job of an experiment with stages (fcft/runs/stages.py) holds one
 run directory per stage instead, `<job number>/<stage>/`, listed in order in `<job number>/stages.json`, each
 with its own `.hydra/overrides.yaml` and `.hydra/config.yaml`. A run directory has ended when it has
 metrics.json (finished) or error.json (failed).
 
-fcft/sweep.py adds waiting for and collecting remote jobs; fcft/report.py writes the sweep's report from here.
+fcft/runs/sweep.py adds waiting for and collecting remote jobs; fcft/report/report.py writes the sweep's report from here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fcft.jobs import ERROR_FILE, METRICS_FILE, read_json, read_record
+from fcft.runs.jobs import ERROR_FILE, METRICS_FILE, read_json, read_record
 from fcft.spec import SPEC_FILE
 
 STAGES_FILE = "stages.json"

@@ -2,14 +2,14 @@
 results, reporting what failed and why.
 
 Hydra calls `MultirunEnd.on_multirun_start` before the first job (conf/config.yaml, hydra.callbacks): with
-tracking on, it creates the sweep's MLflow parent run (fcft/tracking.py). It calls `on_multirun_end` once all
+tracking on, it creates the sweep's MLflow parent run (fcft/tracking/). It calls `on_multirun_end` once all
 jobs were started. Local jobs have finished by then; jobs a remote launcher submitted (SageMaker) are
 polled with a live status table until each is done, then collected into their run directories. The
 summary goes to the terminal and to the sweep's report writers (`REPORT_WRITERS`: sweep.json, the report in
 multirun_reports/, the parent run's end); the command exits non-zero when any job failed. The same, for
 sweeps or single runs submitted earlier:
 
-    python -m fcft.sweep SWEEP_OR_RUN_DIR [...]
+    python -m fcft.runs SWEEP_OR_RUN_DIR [...]
 
 A job's launcher is re-made from its spec.yaml (`launcher._target_`), so this module never imports launchers/.
 """
@@ -26,9 +26,11 @@ from typing import Callable, Optional, TextIO
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from fcft import jobs, outcomes, report as sweep_report, tracking
-from fcft.launch import launcher_of_run
-from fcft.outcomes import Outcome
+from fcft import tracking
+from fcft.report import report as sweep_report
+from fcft.runs import jobs, outcomes
+from fcft.runs.launch import launcher_of_run
+from fcft.runs.outcomes import Outcome
 from fcft.spec import SPEC_FILE
 
 SUMMARY_FILE = "sweep.json"
@@ -82,7 +84,7 @@ class MultirunEnd(Callback):
             results = finish(outcomes.run_dirs(sweep_dir))
             report(sweep_dir, results)
         except KeyboardInterrupt:
-            print(f"\nfcft: stopped waiting; submitted jobs go on. Collect them later: python -m fcft.sweep {sweep_dir}")
+            print(f"\nfcft: stopped waiting; submitted jobs go on. Collect them later: python -m fcft.runs {sweep_dir}")
             raise SystemExit(130) from None
         except Exception as err:  # Hydra would only turn it into a warning
             print(f"fcft: the multirun's end failed: {type(err).__name__}: {err}", file=sys.stderr)
@@ -177,7 +179,7 @@ def _table(header: tuple, rows: list[tuple]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fcft.sweep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fcft.runs", description=__doc__.split("\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories (multirun/...) or run directories")
     args = parser.parse_args(argv)
     code = 0
@@ -189,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             results = finish([path] if single else outcomes.run_dirs(path))
         except KeyboardInterrupt:
-            print(f"\nfcft: stopped waiting; the jobs go on. Collect them later: python -m fcft.sweep {path}")
+            print(f"\nfcft: stopped waiting; the jobs go on. Collect them later: python -m fcft.runs {path}")
             return 130
         report(path, results, write=not single)
         code = code or int(not all(o.ok for o in results))

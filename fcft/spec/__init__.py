@@ -94,7 +94,7 @@ class OnBadRow(Choice):
 
 
 class TrackingName(Choice):
-    mlflow = "mlflow"  # one MLflow run per job (fcft/tracking.py)
+    mlflow = "mlflow"  # one MLflow run per job (fcft/tracking/)
     none = "none"  # record nothing
 
 
@@ -219,7 +219,7 @@ class EvalSpec:
 
 @dataclass
 class TrackingSpec:
-    """Where a run is recorded (conf/tracking/): an MLflow run per job, or nothing (fcft/tracking.py)."""
+    """Where a run is recorded (conf/tracking/): an MLflow run per job, or nothing (fcft/tracking/)."""
 
     name: TrackingName = TrackingName.mlflow
     # null: the embedded store sqlite:///<working directory>/mlflow.db (artifacts in <working directory>/mlruns/);
@@ -247,7 +247,7 @@ class RunSpec:
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
 
 
-# --- experiments: several runs in order (conf/experiment/, fcft/stages.py) --------------------------------------
+# --- experiments: several runs in order (conf/experiment/, fcft/runs/stages.py) --------------------------------------
 
 
 @dataclass
@@ -349,7 +349,7 @@ def _without_experiment(cfg: DictConfig | dict) -> DictConfig | dict:
     experiment = cfg.get("experiment") if isinstance(cfg, (DictConfig, dict)) else None
     if experiment is not None:
         raise SpecError(f"experiment: '{experiment.get('name')}' runs several stages, each its own run, so it is not "
-                        "one spec; run it with python -m fcft -m +experiment=NAME (fcft/stages.py)")  # fmt: skip
+                        "one spec; run it with python -m fcft -m +experiment=NAME (fcft/runs/stages.py)")  # fmt: skip
     if isinstance(cfg, DictConfig):
         return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "experiment"]) if "experiment" in cfg else cfg
     return {key: value for key, value in cfg.items() if key != "experiment"}
@@ -489,7 +489,7 @@ def _check_tuning(spec: DictConfig) -> None:
         if not 0 < t.top_percent <= 100:
             _fail("tuning.top_percent", f"must be in (0, 100], got {t.top_percent}")
         if t.spectrum_file is not None:
-            from fcft import spectrum_yaml
+            from fcft.train import spectrum_yaml
 
             problem = spectrum_yaml.problem(Path(t.spectrum_file))
             if problem:

@@ -25,10 +25,10 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from fcft import jobs
+from fcft.runs import jobs
 from fcft import spec as run_spec
-from fcft.launch import make_launcher
-from fcft.outcomes import STAGES_FILE
+from fcft.runs.launch import make_launcher
+from fcft.runs.outcomes import STAGES_FILE
 
 
 class Skipped(RuntimeError):

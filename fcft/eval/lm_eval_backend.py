@@ -25,7 +25,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from fcft import mcq_metrics
+from fcft.eval import metrics as mcq_metrics
 from fcft.data.formats import CATEGORIES
 from fcft.data.prepare import McqItem
 

@@ -1,0 +1,7 @@
+"""python -m fcft.runs SWEEP_OR_RUN_DIR [...]: wait for submitted runs, collect them and report (fcft/runs/sweep.py)."""
+
+import sys
+
+from fcft.runs.sweep import main
+
+sys.exit(main())
