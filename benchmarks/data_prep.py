@@ -85,8 +85,12 @@ def naive(rows: list[dict], fmt, tokenizer, max_length: int):
         whole_ids = tokenizer(whole, add_special_tokens=False)["input_ids"]
         if len(whole_ids) <= max_length:
             completion = whole_ids[len(context_ids) :]
-            records.append({"input_ids": context_ids + completion,
-                            "completion_mask": [0] * len(context_ids) + [1] * len(completion)})  # fmt: skip
+            records.append(
+                {
+                    "input_ids": context_ids + completion,
+                    "completion_mask": [0] * len(context_ids) + [1] * len(completion),
+                }
+            )
     return Dataset.from_list(records)
 
 
@@ -132,9 +136,11 @@ def main() -> None:
         path.write_text("".join(json.dumps(row) + "\n" for row in raw))
         chars = statistics.mean(sum(len(json.dumps(t)) for t in row["tools"]) for row in raw)
         tools = statistics.mean(len(row["tools"]) for row in raw)
-        print(f"{args.rows} rows, {tools:.1f} tools and {chars:,.0f} characters of tool JSON per row "
-              f"(real When2Call: {REAL_TOOLS_PER_ROW}, ~2,900); format {fmt.name}; tokenizer: fcft tiny; "
-              f"{os.cpu_count()} CPUs")  # fmt: skip
+        print(
+            f"{args.rows} rows, {tools:.1f} tools and {chars:,.0f} characters of tool JSON per row "
+            f"(real When2Call: {REAL_TOOLS_PER_ROW}, ~2,900); format {fmt.name}; tokenizer: fcft tiny; "
+            f"{os.cpu_count()} CPUs"
+        )
 
         data = OmegaConf.create({"hub_id": None, "train_path": str(path), "on_bad_row": "error"})
         loaded, t_load = timed("load", lambda: load_part(data, "train_sft"))
@@ -148,8 +154,10 @@ def main() -> None:
         same = expected == cold.to_dict() == warm.to_dict()
         tokens = sum(len(ids) for ids in expected["input_ids"])
         print(f"same ids and masks as naive: {same}; {tokens / len(cold):,.0f} tokens per row")
-        print(f"naive / cold: {t_naive / t_cold:5.1f}x    cold / warm: {t_cold / t_warm:5.1f}x    "
-              f"naive / warm: {t_naive / t_warm:5.1f}x    cold / floor: {t_cold / t_floor:4.2f}x")  # fmt: skip
+        print(
+            f"naive / cold: {t_naive / t_cold:5.1f}x    cold / warm: {t_cold / t_warm:5.1f}x    "
+            f"naive / warm: {t_naive / t_warm:5.1f}x    cold / floor: {t_cold / t_floor:4.2f}x"
+        )
         if not same:
             sys.exit("fcft's prepared rows differ from the naive baseline")
 

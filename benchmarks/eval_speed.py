@@ -29,11 +29,19 @@ def build_model(tokenizer, hidden: int, layers: int, dtype: str):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
-        num_key_value_heads=max(1, hidden // 128), head_dim=64, intermediate_size=3 * hidden,
-        tie_word_embeddings=True, max_position_embeddings=32768, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 128),
+        head_dim=64,
+        intermediate_size=3 * hidden,
+        tie_word_embeddings=True,
+        max_position_embeddings=32768,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(config).to(getattr(torch, dtype)).eval()
     model.config._attn_implementation = "sdpa"
@@ -50,7 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=Path, default=REAL_ROWS, help="When2Call test rows (.jsonl)")
     parser.add_argument("--format", default="qwen2_5", help="prompt format (qwen2_5 | llama3_2 | blog)")
-    parser.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (lm-eval: 4 requests per row)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="rows per forward pass (lm-eval: 4 requests per row)"
+    )
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16")
@@ -65,8 +75,8 @@ def main() -> None:
     from fcft.data import formats
     from fcft.data.prepare import mcq_item
     from fcft.data.when2call import load_part
-    from fcft.eval.mcq import context_length, score, summarise
     from fcft.eval.lm_eval_backend import score as lm_eval_score
+    from fcft.eval.mcq import context_length, score, summarise
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.ensure())
     data = OmegaConf.create({"hub_id": None, "test_path": str(args.rows), "on_bad_row": "error"})
@@ -74,9 +84,11 @@ def main() -> None:
     model = build_model(tokenizer, args.hidden, args.layers, args.dtype)
     max_length = context_length(model, tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"{len(items)} rows ({args.rows.name}), format {args.format}, Qwen3 {parameters / 1e6:.1f} M parameters "
-          f"(hidden {args.hidden}, {args.layers} layers, {args.dtype}), batch {args.batch_size} rows, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"{len(items)} rows ({args.rows.name}), format {args.format}, Qwen3 {parameters / 1e6:.1f} M parameters "
+        f"(hidden {args.hidden}, {args.layers} layers, {args.dtype}), batch {args.batch_size} rows, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
 
     score(model, tokenizer, items[:2], args.batch_size, max_length)  # warm-up: thread pools, kernels
     ours, our_wall, our_cpu = timed(score, model, tokenizer, items, args.batch_size, max_length)
@@ -88,9 +100,11 @@ def main() -> None:
     for key in ("acc", "acc_norm", "macro_f1"):
         assert abs(our_metrics[key] - their_metrics[key]) <= 1e-9, key
     largest = max(abs(a - b) for row_a, row_b in zip(ours, theirs) for a, b in zip(row_a, row_b))
-    print(f"identical predictions on all {len(items)} rows; acc {our_metrics['acc']:.4f}, acc_norm "
-          f"{our_metrics['acc_norm']:.4f}, macro_f1 {our_metrics['macro_f1']:.4f} from both; largest "
-          f"log-likelihood difference {largest:.2e}")  # fmt: skip
+    print(
+        f"identical predictions on all {len(items)} rows; acc {our_metrics['acc']:.4f}, acc_norm "
+        f"{our_metrics['acc_norm']:.4f}, macro_f1 {our_metrics['macro_f1']:.4f} from both; largest "
+        f"log-likelihood difference {largest:.2e}"
+    )
     print(f"{'backend':10} {'wall s':>8} {'cpu s':>8}")
     print(f"{'fcft':10} {our_wall:8.1f} {our_cpu:8.1f}")
     print(f"{'lm_eval':10} {their_wall:8.1f} {their_cpu:8.1f}")

@@ -21,9 +21,15 @@ def qwen3_0_6b(layers: int):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(
-        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=layers,
-        num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
-    )  # fmt: skip
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     with torch.device("meta"):
         model = Qwen3ForCausalLM(config)
@@ -60,8 +66,10 @@ def published_scan(model) -> dict[str, dict]:
 
     modules = dict(model.named_modules())
     named = [(kind, name) for kind, names in spectrum.weight_modules(model).items() for name in names]
-    return {name: {"type": kind, "snr": published_snr(modules[name].weight)}
-            for kind, name in tqdm(named, desc="published scan", unit="module")}  # fmt: skip
+    return {
+        name: {"type": kind, "snr": published_snr(modules[name].weight)}
+        for kind, name in tqdm(named, desc="published scan", unit="module")
+    }
 
 
 def main() -> None:
@@ -76,8 +84,10 @@ def main() -> None:
 
     model = qwen3_0_6b(args.layers).to(args.device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"model: Qwen3-0.6B shape, {args.layers} layers, {params / 1e6:.0f} M parameters, bf16, on {args.device}, "
-          f"{torch.get_num_threads()} CPU threads")  # fmt: skip
+    print(
+        f"model: Qwen3-0.6B shape, {args.layers} layers, {params / 1e6:.0f} M parameters, bf16, on {args.device}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
 
     timings = {}
     start = time.perf_counter()

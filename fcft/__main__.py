@@ -24,9 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from fcft import spec as run_spec
 from fcft import tracking
 from fcft.runs import jobs, stages
-from fcft import spec as run_spec
 from fcft.runs.launch import make_launcher
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -84,7 +84,7 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
 
 
 def _experiment(cfg: DictConfig, job_dir: Path, parent: str | None = None, prefix: str = "") -> float | None:
-    """An experiment's stages, one run each in job_dir/<stage> (fcft/runs/stages.py); SpecError if its stages can't run.
+    """An experiment's stages, one run each in job_dir/<stage> (fcft/runs/stages.py); SpecError if they can't run.
     Alone (not in a multirun), a failed stage makes the command fail; in a multirun, the multirun's end reports it."""
     score = stages.run(cfg.experiment, job_dir, list(HydraConfig.get().overrides.task), parent, prefix)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -106,8 +106,10 @@ def _report(metrics: dict | None, run_dir: Path) -> float | None:
         if record.get("status") == "Completed":
             print(f"fcft: job {record['job_name']} completed; its outputs: {record.get('model_artifacts')}")
         else:
-            print(f"fcft: submitted {record.get('job_name')}; outputs will be in {run_dir} "
-                  f"(wait and collect with: python -m fcft.runs {run_dir})")  # fmt: skip
+            print(
+                f"fcft: submitted {record.get('job_name')}; outputs will be in {run_dir} "
+                f"(wait and collect with: python -m fcft.runs {run_dir})"
+            )
         return None
     from fcft.worker import metrics_table
 

@@ -24,4 +24,3 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return rank() == 0
-

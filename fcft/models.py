@@ -133,12 +133,18 @@ def init_from_problem(init_from: str, model: DictConfig) -> Optional[str]:
     """Why `init_from` can't start this run, or None when it can."""
     run = Path(os.path.expanduser(init_from))
     if not run.is_dir():
-        return f"'{init_from}' is neither a run directory nor an MLflow run id (32 hexadecimal characters, or runs:/<id>)"
+        return (
+            f"'{init_from}' is neither a run directory nor an MLflow run id (32 hexadecimal characters, or runs:/<id>)"
+        )
     if _is_model_dir(run):
-        return (f"{run} is a model directory; pass the run directory that holds it ({run.parent}), "
-                f"or start from plain weights with model.path={run}")  # fmt: skip
+        return (
+            f"{run} is a model directory; pass the run directory that holds it ({run.parent}), "
+            f"or start from plain weights with model.path={run}"
+        )
     if not _is_model_dir(run / "model"):
-        return f"{run} has no model/ to start from (a run that trains saves one; method=none runs and failed runs don't)"
+        return (
+            f"{run} has no model/ to start from (a run that trains saves one; method=none runs and failed runs don't)"
+        )
     try:
         previous = OmegaConf.load(run / "spec.yaml").model.name
     except Exception as err:  # missing or broken spec.yaml

@@ -61,8 +61,10 @@ def run(spec: DictConfig, run_dir: Path) -> dict:
             _write_json(run_dir / "metrics.json", metrics)
     except BaseException as err:
         if main:
-            _write_json(run_dir / "error.json", {"type": type(err).__name__, "message": str(err),
-                                                 "traceback": traceback.format_exc()})  # fmt: skip
+            _write_json(
+                run_dir / "error.json",
+                {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
+            )
         if tracker is not None:
             tracker.fail(run_dir, err)
         raise
@@ -118,14 +120,24 @@ def _run(spec: DictConfig, run_dir: Path, tracker: tracking.Tracker | None) -> d
         items = [mcq_item(row, eval_format) for row in test_rows.rows]
         if e.write_requests:
             _write_jsonl(run_dir / "eval" / "requests.jsonl", requests(items))
-        eval_metrics, samples = evaluate(model, tokenizer, items, batch_size=e.batch_size, backend=str(e.backend),
-                                         resamples=e.bootstrap_resamples, seed=e.bootstrap_seed)  # fmt: skip
+        eval_metrics, samples = evaluate(
+            model,
+            tokenizer,
+            items,
+            batch_size=e.batch_size,
+            backend=str(e.backend),
+            resamples=e.bootstrap_resamples,
+            seed=e.bootstrap_seed,
+        )
         _write_jsonl(run_dir / "eval" / "samples.jsonl", samples)
         metrics["eval"] = {**eval_metrics, "format": eval_format.name, "backend": str(e.backend)}
         from fcft.report import plots
 
-        plots.confusion(eval_metrics["confusion"], run_dir / "eval" / "confusion.png",
-                        title=f"{spec.model.name} {spec.method.name}: acc {eval_metrics['acc']:.3f} (n={eval_metrics['n']})")  # fmt: skip
+        plots.confusion(
+            eval_metrics["confusion"],
+            run_dir / "eval" / "confusion.png",
+            title=f"{spec.model.name} {spec.method.name}: acc {eval_metrics['acc']:.3f} (n={eval_metrics['n']})",
+        )
     return metrics
 
 
@@ -139,7 +151,8 @@ def _train_summary(trainer) -> dict:
         "runtime_s": final.get("train_runtime"),
         "samples_per_second": final.get("train_samples_per_second"),
         "processes": trainer.accelerator.num_processes,
-        "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        "global_batch_size": trainer.args.per_device_train_batch_size
+        * trainer.args.gradient_accumulation_steps
         * trainer.accelerator.num_processes,
     }
 
@@ -177,7 +190,9 @@ def metrics_table(metrics: dict) -> str:
     rows = [("train loss", metrics["train"].get("loss"), None), ("train steps", metrics["train"].get("steps"), None)]
     keys = ("acc", "acc_norm", "macro_f1", "tool_hallucination_rate", "n", "format")
     rows += [(f"eval {k}", ev.get(k), ev.get(f"{k}_ci95")) for k in keys]
-    shown = [(k, (f"{v:.4f}" if isinstance(v, float) else str(v)) + _interval(ci)) for k, v, ci in rows if v is not None]
+    shown = [
+        (k, (f"{v:.4f}" if isinstance(v, float) else str(v)) + _interval(ci)) for k, v, ci in rows if v is not None
+    ]
     width = max((len(k) for k, _ in shown), default=0)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in shown)
 

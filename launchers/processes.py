@@ -43,8 +43,10 @@ def processes_per_machine(spec: DictConfig, gpus: Optional[int] = None) -> int:
 
         gpus = torch.cuda.device_count()
     if gpus < 1:
-        raise SpecError("compute.num_processes: null means one process per GPU, and no GPU is visible here; "
-                        "set compute.num_processes, or run on a GPU machine")  # fmt: skip
+        raise SpecError(
+            "compute.num_processes: null means one process per GPU, and no GPU is visible here; "
+            "set compute.num_processes, or run on a GPU machine"
+        )
     return gpus
 
 
@@ -53,8 +55,9 @@ def in_one_process(spec: DictConfig, processes: int) -> bool:
     return processes == 1 and spec.compute.strategy != Strategy.zero3
 
 
-def worker_command(spec: DictConfig, spec_path: Path, processes: int, machines: Machines = Machines(),
-                   run_dir: Optional[Path] = None) -> list[str]:  # fmt: skip
+def worker_command(
+    spec: DictConfig, spec_path: Path, processes: int, machines: Machines = Machines(), run_dir: Optional[Path] = None
+) -> list[str]:
     """argv that runs `python -m fcft.worker spec_path` with `processes` processes on each machine."""
     worker = ["-m", "fcft.worker", str(spec_path), *(["--run-dir", str(run_dir)] if run_dir else [])]
     total = processes * machines.count
@@ -64,17 +67,27 @@ def worker_command(spec: DictConfig, spec_path: Path, processes: int, machines: 
     if strategy == Strategy.none:
         raise SpecError(f"compute.strategy: 'none' runs one process, not {total}; pick ddp or zero3")
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(ACCELERATE_CONFIGS[strategy]),
-        "--num_processes", str(total),
-        "--num_machines", str(machines.count),
-        "--machine_rank", str(machines.rank),
-        "--main_process_ip", machines.main_ip,
-        "--main_process_port", str(machines.port or free_port()),
-        "--mixed_precision", MIXED_PRECISION[spec.model.dtype],
-        "--dynamo_backend", "no",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ACCELERATE_CONFIGS[strategy]),
+        "--num_processes",
+        str(total),
+        "--num_machines",
+        str(machines.count),
+        "--machine_rank",
+        str(machines.rank),
+        "--main_process_ip",
+        machines.main_ip,
+        "--main_process_port",
+        str(machines.port or free_port()),
+        "--mixed_precision",
+        MIXED_PRECISION[spec.model.dtype],
+        "--dynamo_backend",
+        "no",
         *worker,
-    ]  # fmt: skip
+    ]
 
 
 def batch_plan(spec: DictConfig, processes: int) -> str:
@@ -82,8 +95,10 @@ def batch_plan(spec: DictConfig, processes: int) -> str:
     m = spec.method
     accumulation = accumulation_steps(m, processes)
     total = processes * m.per_device_train_batch_size * accumulation
-    return (f"{processes} process{'es' if processes > 1 else ''} ({spec.compute.strategy}) x "
-            f"{m.per_device_train_batch_size} per device x {accumulation} accumulation = global batch {total}")  # fmt: skip
+    return (
+        f"{processes} process{'es' if processes > 1 else ''} ({spec.compute.strategy}) x "
+        f"{m.per_device_train_batch_size} per device x {accumulation} accumulation = global batch {total}"
+    )
 
 
 def free_port() -> int:

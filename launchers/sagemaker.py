@@ -51,8 +51,12 @@ from fcft.spec import SPEC_FILE, SpecError
 JOB_ROOT = "/opt/ml"  # the container's SageMaker directory tree
 JOB_SPEC = "fcft_job/spec.yaml"  # in the code channel
 ENTRY = "python -m launchers.sagemaker_entry"
-CHANNELS = {("data", "train_path"): "train", ("data", "pref_path"): "pref", ("data", "test_path"): "test",
-            ("model", "path"): "model"}  # fmt: skip
+CHANNELS = {
+    ("data", "train_path"): "train",
+    ("data", "pref_path"): "pref",
+    ("data", "test_path"): "test",
+    ("model", "path"): "model",
+}
 SOURCE = ("fcft", "launchers", "conf", "pyproject.toml", "README.md", "constraints.txt")
 SOURCE_IGNORE = ("__pycache__", "*.pyc", "*.egg-info", ".DS_Store", ".pytest_cache")
 FETCH = ("all", "metrics", "none")  # model.tar.gz, output.tar.gz, or only their S3 URIs
@@ -61,8 +65,14 @@ MASKED_WORDS = ("SECRET", "PASSWORD", "KEY", "TOKEN", "PRIVATE", "CREDS", "CREDE
 DONE = {"Completed": False, "Failed": True, "Stopped": True}  # terminal state -> failed?
 # Loggers quieted while fcft talks to AWS: botocore logs whole requests (the job's environment included)
 # at DEBUG, the SDK its request at DEBUG; their INFO lines (credentials found, config files) are noise here.
-QUIET_LOGGERS = {"botocore": logging.WARNING, "boto3": logging.WARNING, "urllib3": logging.WARNING,
-                 "sagemaker.config": logging.WARNING, "sagemaker": logging.INFO, "sagemaker.core.utils.utils": logging.INFO}  # fmt: skip
+QUIET_LOGGERS = {
+    "botocore": logging.WARNING,
+    "boto3": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "sagemaker.config": logging.WARNING,
+    "sagemaker": logging.INFO,
+    "sagemaker.core.utils.utils": logging.INFO,
+}
 
 
 class SageMakerLauncher:
@@ -103,12 +113,16 @@ class SageMakerLauncher:
     def check(self, spec: DictConfig) -> None:
         c = spec.compute
         if c.instance_type is None:
-            raise SpecError(f"compute.instance_type: launcher=sagemaker needs a SageMaker instance type and "
-                            f"compute={c.name} has none; pick compute=ml.g5.2xlarge, ml.g5.12xlarge, "
-                            "ml.p4d.24xlarge or ml.p5.48xlarge")  # fmt: skip
+            raise SpecError(
+                f"compute.instance_type: launcher=sagemaker needs a SageMaker instance type and "
+                f"compute={c.name} has none; pick compute=ml.g5.2xlarge, ml.g5.12xlarge, "
+                "ml.p4d.24xlarge or ml.p5.48xlarge"
+            )
         if c.checkpoint_dir is not None:
-            raise SpecError("compute.checkpoint_dir: a SageMaker job checkpoints to /opt/ml/checkpoints, synced "
-                            "to S3; leave compute.checkpoint_dir null")  # fmt: skip
+            raise SpecError(
+                "compute.checkpoint_dir: a SageMaker job checkpoints to /opt/ml/checkpoints, synced "
+                "to S3; leave compute.checkpoint_dir null"
+            )
         _source_root()
         self._image(self._region(), c.instance_type)
 
@@ -124,7 +138,9 @@ class SageMakerLauncher:
         try:
             outcome = finish([Path(run_dir)], out=sys.stdout)[0]
         except KeyboardInterrupt:
-            raise jobs.RunFailed(f"stopped waiting; the job goes on. Collect it later: python -m fcft.runs {run_dir}") from None
+            raise jobs.RunFailed(
+                f"stopped waiting; the job goes on. Collect it later: python -m fcft.runs {run_dir}"
+            ) from None
         if not outcome.ok:
             raise jobs.RunFailed(f"SageMaker job {outcome.job}: {outcome.status}")
         return outcome.metrics
@@ -142,19 +158,22 @@ class SageMakerLauncher:
             trainer.train(input_data_config=channels, wait=False, logs=False)
         name = request["TrainingJobName"]
         output = f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output"
-        jobs.write_record(run_dir, {
-            "launcher": "sagemaker",
-            "job_name": name,
-            "region": session.boto_region_name,
-            "console": f"https://{session.boto_region_name}.console.aws.amazon.com/sagemaker/home"
-                       f"?region={session.boto_region_name}#/jobs/{name}",
-            "model_artifacts": f"{output}/model.tar.gz",
-            "output_artifacts": f"{output}/output.tar.gz",
-            "checkpoints": request.get("CheckpointConfig", {}).get("S3Uri"),
-            "status": "Submitted",
-            "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "request": self._redacted(request),
-        })  # fmt: skip
+        jobs.write_record(
+            run_dir,
+            {
+                "launcher": "sagemaker",
+                "job_name": name,
+                "region": session.boto_region_name,
+                "console": f"https://{session.boto_region_name}.console.aws.amazon.com/sagemaker/home"
+                f"?region={session.boto_region_name}#/jobs/{name}",
+                "model_artifacts": f"{output}/model.tar.gz",
+                "output_artifacts": f"{output}/output.tar.gz",
+                "checkpoints": request.get("CheckpointConfig", {}).get("S3Uri"),
+                "status": "Submitted",
+                "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "request": self._redacted(request),
+            },
+        )
         print(f"fcft: submitted SageMaker training job {name} in {session.boto_region_name}", flush=True)
 
     def status(self, run_dir: Path) -> jobs.JobStatus:
@@ -176,14 +195,15 @@ class SageMakerLauncher:
         if archive is None:
             return None
         s3 = self._client(record["region"], "s3")
-        bucket, key = archive[len("s3://"):].split("/", 1)
+        bucket, key = archive[len("s3://") :].split("/", 1)
         with tempfile.TemporaryDirectory(dir=run_dir, prefix=".fetch-") as tmp:
             local = Path(tmp) / "outputs.tar.gz"
             try:
                 s3.download_file(bucket, key, str(local))
             except Exception as err:  # botocore ClientError 404, or no such bucket
-                raise jobs.RunFailed(f"job {record['job_name']} ended but its outputs can't be fetched from "
-                                     f"{archive}: {err}") from None  # fmt: skip
+                raise jobs.RunFailed(
+                    f"job {record['job_name']} ended but its outputs can't be fetched from {archive}: {err}"
+                ) from None
             _extract(local, run_dir)
         jobs.update_record(run_dir, fetched=archive)
         metrics = run_dir / jobs.METRICS_FILE
@@ -192,7 +212,11 @@ class SageMakerLauncher:
     def print_request(self, spec: DictConfig, run_dir: Path) -> dict:
         """launcher.dry_run: the CreateTrainingJob request this spec makes, printed; nothing is uploaded or
         submitted (the S3 URIs are where the uploads would go)."""
-        with self._staged(spec, Path(run_dir)) as (trainer_args, channels), _sdk_logging(), _aws_refusals("build the job request"):
+        with (
+            self._staged(spec, Path(run_dir)) as (trainer_args, channels),
+            _sdk_logging(),
+            _aws_refusals("build the job request"),
+        ):
             trainer = self._trainer(_planning_session(self._boto_session(), self.bucket), **trainer_args)
             # The SDK's own train(dry_run=True) validates but uploads the inputs and returns nothing.
             request = self._redacted(trainer._create_training_job_args(input_data_config=channels, boto3=True))
@@ -208,13 +232,20 @@ class SageMakerLauncher:
         """ModelTrainer arguments and input channels for `spec`, with the code channel staged in a temp dir."""
         from sagemaker.core.training.configs import InputData
 
-        local_inputs = {channel: spec[group][key] for (group, key), channel in CHANNELS.items()
-                        if spec[group][key] is not None and "://" not in spec[group][key]}  # fmt: skip
+        local_inputs = {
+            channel: spec[group][key]
+            for (group, key), channel in CHANNELS.items()
+            if spec[group][key] is not None and "://" not in spec[group][key]
+        }
         job_spec = job_spec_for(spec, local_inputs)
         if str(spec.tracking.name) == "mlflow":
-            print(f"fcft: the job logs its MLflow run to {job_spec.tracking.uri}" if str(job_spec.tracking.name) == "mlflow"
-                  else f"fcft: the job can't reach the tracking store {spec.tracking.uri}; its MLflow run is recorded "
-                       "there when fcft collects the job's outputs", flush=True)  # fmt: skip
+            print(
+                f"fcft: the job logs its MLflow run to {job_spec.tracking.uri}"
+                if str(job_spec.tracking.name) == "mlflow"
+                else f"fcft: the job can't reach the tracking store {spec.tracking.uri}; its MLflow run is recorded "
+                "there when fcft collects the job's outputs",
+                flush=True,
+            )
         job_spec_text = OmegaConf.to_yaml(job_spec)
         (run_dir / "job_spec.yaml").write_text(job_spec_text)
         with tempfile.TemporaryDirectory(prefix="fcft-code-") as code:
@@ -225,7 +256,13 @@ class SageMakerLauncher:
             yield args, [InputData(channel_name=channel, data_source=path) for channel, path in local_inputs.items()]
 
     def _trainer(self, session, spec: DictConfig, code_dir: str, job_spec: DictConfig):
-        from sagemaker.core.training.configs import CheckpointConfig, Compute, OutputDataConfig, SourceCode, StoppingCondition
+        from sagemaker.core.training.configs import (
+            CheckpointConfig,
+            Compute,
+            OutputDataConfig,
+            SourceCode,
+            StoppingCondition,
+        )
         from sagemaker.train import ModelTrainer
 
         c = spec.compute
@@ -237,12 +274,21 @@ class SageMakerLauncher:
             base_job_name=base,
             input_s3_key_prefix=f"{self.prefix}/{base}",
             training_image=self._image(session.boto_region_name, c.instance_type),
-            source_code=SourceCode(source_dir=code_dir, command=ENTRY, args=[JOB_SPEC], ignore_patterns=list(SOURCE_IGNORE)),
-            compute=Compute(instance_type=c.instance_type, instance_count=c.instance_count,
-                            volume_size_in_gb=c.volume_size_gb, enable_managed_spot_training=c.use_spot or None),  # fmt: skip
-            stopping_condition=StoppingCondition(max_runtime_in_seconds=c.max_runtime_s,
-                                                 max_wait_time_in_seconds=c.max_wait_s if c.use_spot else None),  # fmt: skip
-            checkpoint_config=CheckpointConfig(s3_uri=f"{root}/checkpoints", local_path=job_spec.compute.checkpoint_dir),
+            source_code=SourceCode(
+                source_dir=code_dir, command=ENTRY, args=[JOB_SPEC], ignore_patterns=list(SOURCE_IGNORE)
+            ),
+            compute=Compute(
+                instance_type=c.instance_type,
+                instance_count=c.instance_count,
+                volume_size_in_gb=c.volume_size_gb,
+                enable_managed_spot_training=c.use_spot or None,
+            ),
+            stopping_condition=StoppingCondition(
+                max_runtime_in_seconds=c.max_runtime_s, max_wait_time_in_seconds=c.max_wait_s if c.use_spot else None
+            ),
+            checkpoint_config=CheckpointConfig(
+                s3_uri=f"{root}/checkpoints", local_path=job_spec.compute.checkpoint_dir
+            ),
             output_data_config=OutputDataConfig(s3_output_path=root, compression_type="GZIP"),
             environment=self._environment(job_spec),
             hyperparameters=_hyperparameters(spec),
@@ -250,7 +296,9 @@ class SageMakerLauncher:
 
     def _environment(self, job_spec: DictConfig) -> dict:
         env = {**self.environment, "PYTHONUNBUFFERED": "1"}
-        if str(job_spec.tracking.name) == "mlflow":  # also tells the entry script to install sagemaker-mlflow for an ARN
+        if (
+            str(job_spec.tracking.name) == "mlflow"
+        ):  # also tells the entry script to install sagemaker-mlflow for an ARN
             env["MLFLOW_TRACKING_URI"] = job_spec.tracking.uri
         for name in self.secrets:
             value = os.environ.get(name) or (_stored_hf_token() if name == "HF_TOKEN" else None)
@@ -279,8 +327,10 @@ class SageMakerLauncher:
     def _region(self) -> str:
         region = self._boto_session().region_name
         if not region:
-            raise SpecError("launcher.region: no AWS region: set launcher.region (e.g. us-east-1), AWS_REGION or "
-                            "AWS_DEFAULT_REGION, or `region` in ~/.aws/config")  # fmt: skip
+            raise SpecError(
+                "launcher.region: no AWS region: set launcher.region (e.g. us-east-1), AWS_REGION or "
+                "AWS_DEFAULT_REGION, or `region` in ~/.aws/config"
+            )
         return region
 
     def _boto_session(self):
@@ -308,13 +358,20 @@ class SageMakerLauncher:
         from sagemaker.core import image_uris
 
         try:
-            return image_uris.retrieve(framework="pytorch", region=region, version=self.framework_version,
-                                       py_version=self.py_version, image_scope="training",
-                                       instance_type=instance_type)  # fmt: skip
+            return image_uris.retrieve(
+                framework="pytorch",
+                region=region,
+                version=self.framework_version,
+                py_version=self.py_version,
+                image_scope="training",
+                instance_type=instance_type,
+            )
         except ValueError as err:
-            raise SpecError(f"launcher.image_uri: the SageMaker SDK knows no PyTorch {self.framework_version} "
-                            f"{self.py_version} training image in {region} ({err}); set launcher.image_uri to an "
-                            "ECR image URI, or launcher.framework_version / launcher.py_version") from None  # fmt: skip
+            raise SpecError(
+                f"launcher.image_uri: the SageMaker SDK knows no PyTorch {self.framework_version} "
+                f"{self.py_version} training image in {region} ({err}); set launcher.image_uri to an "
+                "ECR image URI, or launcher.framework_version / launcher.py_version"
+            ) from None
 
     def _check_settings(self) -> None:
         if self.fetch not in FETCH:
@@ -323,15 +380,19 @@ class SageMakerLauncher:
             raise SpecError(f"launcher.poll_s: must be > 0, got {self.poll_s}")
         for name in self.environment:
             if any(word in name.upper() for word in MASKED_WORDS):
-                raise SpecError(f"launcher.environment.{name}: looks like a secret, and launcher settings are "
-                                f"written to spec.yaml; export {name} in your shell and list it in launcher.secrets")  # fmt: skip
+                raise SpecError(
+                    f"launcher.environment.{name}: looks like a secret, and launcher settings are "
+                    f"written to spec.yaml; export {name} in your shell and list it in launcher.secrets"
+                )
         for name in self.secrets:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
                 raise SpecError(f"launcher.secrets: '{name}' is not an environment variable name")
             if not any(word in name.upper() for word in MASKED_WORDS):
-                raise SpecError(f"launcher.secrets: '{name}' would be shown in the job's log (the SageMaker "
-                                f"SDK masks only names holding {', '.join(MASKED_WORDS)}); pass it in "
-                                "launcher.environment if it is not secret")  # fmt: skip
+                raise SpecError(
+                    f"launcher.secrets: '{name}' would be shown in the job's log (the SageMaker "
+                    f"SDK masks only names holding {', '.join(MASKED_WORDS)}); pass it in "
+                    "launcher.environment if it is not secret"
+                )
 
 
 def job_spec_for(spec: DictConfig, local_inputs: dict) -> DictConfig:
@@ -368,8 +429,10 @@ def _hyperparameters(spec: DictConfig) -> dict:
 def _source_root() -> Path:
     root = Path(__file__).resolve().parent.parent
     if not (root / "pyproject.toml").is_file():
-        raise SpecError(f"launcher: launcher=sagemaker ships fcft's source to the job and {root} is not a source "
-                        "checkout (no pyproject.toml); install fcft from a clone with pip install -e .")  # fmt: skip
+        raise SpecError(
+            f"launcher: launcher=sagemaker ships fcft's source to the job and {root} is not a source "
+            "checkout (no pyproject.toml); install fcft from a clone with pip install -e ."
+        )
     return root
 
 
@@ -445,7 +508,11 @@ def _aws_refusals(doing: str):
     try:
         yield
     except Exception as err:
-        from_aws = isinstance(err, ValueError) or type(err).__module__.split(".")[0] in ("botocore", "boto3", "sagemaker")
+        from_aws = isinstance(err, ValueError) or type(err).__module__.split(".")[0] in (
+            "botocore",
+            "boto3",
+            "sagemaker",
+        )
         if isinstance(err, SpecError) or not from_aws:
             raise
         raise jobs.RunFailed(f"couldn't {doing} on SageMaker: {type(err).__name__}: {err}") from err

@@ -39,14 +39,17 @@ def install(source: Path) -> None:
         pass
     with tempfile.TemporaryDirectory() as tmp:
         # The image's torch is built for its CUDA: pin everything else as tested, not torch.
-        pins = [line for line in (source / "constraints.txt").read_text().splitlines() if not line.startswith("torch==")]
+        pins = [
+            line for line in (source / "constraints.txt").read_text().splitlines() if not line.startswith("torch==")
+        ]
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("\n".join(pins) + "\n")
         copy = Path(tmp) / "fcft"  # build from a copy: the code channel may be read-only
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns("fcft_job"))
         packages = [f"{copy}[deepspeed]", *tracking_packages(os.environ.get("MLFLOW_TRACKING_URI", ""))]
-        subprocess.run([sys.executable, "-m", "pip", "install", "--no-cache-dir", "-c", str(constraints), *packages],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-cache-dir", "-c", str(constraints), *packages], check=True
+        )
     importlib.invalidate_caches()
 
 

@@ -8,15 +8,20 @@ import shutil
 
 import pytest
 import torch
+from conftest import compose, run_cli
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import compose, run_cli
 from fcft import models
 from fcft import spec as run_spec
 
-SMALL = ("method.max_steps=2", "method.per_device_train_batch_size=2", "method.gradient_accumulation_steps=1",
-         "data.limit=4", "eval.limit=4")  # fmt: skip
+SMALL = (
+    "method.max_steps=2",
+    "method.per_device_train_batch_size=2",
+    "method.gradient_accumulation_steps=1",
+    "data.limit=4",
+    "eval.limit=4",
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,9 @@ def test_adapter_runs_merge_along_the_chain(tmp_path, tiny_dir):
     # QLoRA from the same run: the merged weights, quantized to 4 bits as they load.
     import bitsandbytes.functional as bnbf
 
-    quantized, _ = models.load(run_spec.validate(compose("method=dpo", "tuning=qlora", f"method.init_from={tmp_path / 'dpo'}")), "cpu")
+    quantized, _ = models.load(
+        run_spec.validate(compose("method=dpo", "tuning=qlora", f"method.init_from={tmp_path / 'dpo'}")), "cpu"
+    )
     assert quantized.is_loaded_in_4bit
     weight = quantized.get_submodule(module).weight
     restored = bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
@@ -104,8 +111,12 @@ def test_init_from_is_checked_at_validation(cli_chain, tmp_path):
         with pytest.raises(run_spec.SpecError) as err:
             run_spec.validate(compose("method=dpo", override))
         assert str(err.value).startswith("method.init_from: ") and message in str(err.value)
-    with pytest.raises(run_spec.SpecError, match="trained model 'tiny' but this run names model 'qwen3_0.6b': add model=tiny"):
-        run_spec.validate(compose("method=dpo", "model=qwen3_0.6b", f"model.path={sft / 'model'}", f"method.init_from={sft}"))
+    with pytest.raises(
+        run_spec.SpecError, match="trained model 'tiny' but this run names model 'qwen3_0.6b': add model=tiny"
+    ):
+        run_spec.validate(
+            compose("method=dpo", "model=qwen3_0.6b", f"model.path={sft / 'model'}", f"method.init_from={sft}")
+        )
 
 
 def test_init_from_needs_no_hub_for_full_weights_but_the_base_of_an_adapter(cli_chain, tmp_path):
@@ -116,9 +127,14 @@ def test_init_from_needs_no_hub_for_full_weights_but_the_base_of_an_adapter(cli_
     spec = OmegaConf.load(hub_run / "spec.yaml")
     spec.model.name, spec.model.embedded, spec.model.hub_id = "qwen3_0.6b", False, "Qwen/Qwen3-0.6B"
     OmegaConf.save(spec, hub_run / "spec.yaml")
-    assert run_spec.validate(compose("method=dpo", "model=qwen3_0.6b", f"method.init_from={hub_run}")).method.init_from == str(hub_run)
+    assert run_spec.validate(
+        compose("method=dpo", "model=qwen3_0.6b", f"method.init_from={hub_run}")
+    ).method.init_from == str(hub_run)
     # An adapter run merges into its base: that base must be reachable.
     (hub_run / "model" / "adapter_config.json").write_text("{}")
-    with pytest.raises(run_spec.SpecError, match=f"method.init_from: {hub_run} holds an adapter for weights that can't be reached: "
-                                                 "model.hub_id: 'Qwen/Qwen3-0.6B' is not in the local hub cache"):  # fmt: skip
+    with pytest.raises(
+        run_spec.SpecError,
+        match=f"method.init_from: {hub_run} holds an adapter for weights that can't be reached: "
+        "model.hub_id: 'Qwen/Qwen3-0.6B' is not in the local hub cache",
+    ):
         run_spec.validate(compose("method=dpo", "model=qwen3_0.6b", f"method.init_from={hub_run}"))

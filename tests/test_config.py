@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from conftest import CONF_DIR, compose, run_cli
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose, run_cli
 from fcft import spec as run_spec
 from fcft.data import SAMPLE_DIR
 
@@ -16,8 +16,10 @@ OPTIONS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for 
 WHAT = ("model", "method", "tuning", "data", "eval")  # what a run does
 # Where it runs: each compute preset with the launcher that runs it (ml.* instance types on SageMaker).
 WHERE = [(c, "sagemaker" if c.startswith("ml.") else "local") for c in OPTIONS["compute"]]
-OFFLINE_STAND_INS = [f"data.{k}={SAMPLE_DIR}/{f}" for k, f in
-                     (("train_path", "train_sft.jsonl"), ("pref_path", "train_pref.jsonl"), ("test_path", "test.jsonl"))]  # fmt: skip
+OFFLINE_STAND_INS = [
+    f"data.{k}={SAMPLE_DIR}/{f}"
+    for k, f in (("train_path", "train_sft.jsonl"), ("pref_path", "train_pref.jsonl"), ("test_path", "test.jsonl"))
+]
 
 
 def test_every_group_has_its_documented_options():
@@ -27,8 +29,19 @@ def test_every_group_has_its_documented_options():
     assert {"sample", "when2call"} <= set(OPTIONS["data"])
     assert "local" in OPTIONS["launcher"] and "local" in OPTIONS["compute"] and "default" in OPTIONS["eval"]
     assert {"sagemaker"} <= set(OPTIONS["launcher"])
-    assert {"mlflow", "none"} <= set(OPTIONS["tracking"]) and {"results_table", "dpo_search"} <= set(OPTIONS["experiment"])
-    assert {"cpu", "cpu_ddp2", "cpu_zero3", "gpu", "gpu_zero3", "ml.g5.2xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge"} <= set(OPTIONS["compute"])
+    assert {"mlflow", "none"} <= set(OPTIONS["tracking"]) and {"results_table", "dpo_search"} <= set(
+        OPTIONS["experiment"]
+    )
+    assert {
+        "cpu",
+        "cpu_ddp2",
+        "cpu_zero3",
+        "gpu",
+        "gpu_zero3",
+        "ml.g5.2xlarge",
+        "ml.p4d.24xlarge",
+        "ml.p5.48xlarge",
+    } <= set(OPTIONS["compute"])
 
 
 def _combinations() -> list[tuple[str, ...]]:
@@ -95,7 +108,11 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("+method.foo=1", "unknown key 'method.foo': valid keys under 'method' are"),
         ("+foo=1", "unknown key 'foo'"),
         ("+model.extra.deep=1", "unknown key 'model.extra'"),
-        ("model=qwen3_0.6b", "model.hub_id: 'Qwen/Qwen3-0.6B' is not in the local hub cache and HF_HUB_OFFLINE is set: set model.path=DIR"),
+        (
+            "model=qwen3_0.6b",
+            "model.hub_id: 'Qwen/Qwen3-0.6B' is not in the local hub cache and HF_HUB_OFFLINE is set: "
+            "set model.path=DIR",
+        ),
         ("model.path=/nonexistent/model", "model.path=/nonexistent/model is not a model directory"),
         ("data.test_path=/nonexistent/test.jsonl", "data.test_path: file /nonexistent/test.jsonl does not exist"),
         ("data.train_path=/nonexistent/train.jsonl", "data.train_path: file /nonexistent/train.jsonl does not exist"),
@@ -112,27 +129,64 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("method=sft method.beta=0.1", "method.beta: only the preference methods (dpo, mpo) take it; method is sft"),
         ("method=sft method.loss_type=[sigmoid]", "method.loss_type: only the preference methods"),
         ("method=dpo method.beta=0", "method.beta: dpo needs beta > 0"),
-        ("method=dpo method.loss_type=[sigmoidd]", "method.loss_type: unknown loss type 'sigmoidd'; valid: sigmoid, hinge"),
+        (
+            "method=dpo method.loss_type=[sigmoidd]",
+            "method.loss_type: unknown loss type 'sigmoidd'; valid: sigmoid, hinge",
+        ),
         ("method=dpo method.loss_type=[exo_pair]", "unknown loss type 'exo_pair'"),
         ("method=dpo method.loss_type=[]", "method.loss_type: dpo needs a list of loss types"),
-        ("method=mpo method.loss_weights=[0.8,0.2]", "method.loss_weights: 2 weights for 3 loss types ['sigmoid', 'bco_pair', 'sft']"),
-        ("method=dpo method.init_from=/nonexistent/run", "method.init_from: '/nonexistent/run' is neither a run directory nor an MLflow run id"),
-        ("method=dpo method.init_from=3f2a9c", "method.init_from: '3f2a9c' is neither a run directory nor an MLflow run id (32 hexadecimal"),
+        (
+            "method=mpo method.loss_weights=[0.8,0.2]",
+            "method.loss_weights: 2 weights for 3 loss types ['sigmoid', 'bco_pair', 'sft']",
+        ),
+        (
+            "method=dpo method.init_from=/nonexistent/run",
+            "method.init_from: '/nonexistent/run' is neither a run directory nor an MLflow run id",
+        ),
+        (
+            "method=dpo method.init_from=3f2a9c",
+            "method.init_from: '3f2a9c' is neither a run directory nor an MLflow run id (32 hexadecimal",
+        ),
         ("method=dpo data.pref_path=null", "data.pref_path: is null and data.hub_id is null"),
         ("method=mpo data.pref_path=/nonexistent.jsonl", "data.pref_path: file /nonexistent.jsonl does not exist"),
-        ("tuning=full tuning.load_in_4bit=true", "tuning.load_in_4bit: 4-bit weights can't be trained directly, so tuning=full can't use them"),
-        ("tuning=spectrum tuning.load_in_4bit=true", "tuning=spectrum can't use them; QLoRA trains LoRA adapters on 4-bit weights: use tuning=qlora"),
-        ("tuning=qlora tuning.load_in_4bit=false", "tuning.load_in_4bit: tuning=qlora loads the base weights in 4 bits; for LoRA on full-precision weights use tuning=lora"),
+        (
+            "tuning=full tuning.load_in_4bit=true",
+            "tuning.load_in_4bit: 4-bit weights can't be trained directly, so tuning=full can't use them",
+        ),
+        (
+            "tuning=spectrum tuning.load_in_4bit=true",
+            "tuning=spectrum can't use them; QLoRA trains LoRA adapters on 4-bit weights: use tuning=qlora",
+        ),
+        (
+            "tuning=qlora tuning.load_in_4bit=false",
+            "tuning.load_in_4bit: tuning=qlora loads the base weights in 4 bits; "
+            "for LoRA on full-precision weights use tuning=lora",
+        ),
         ("tuning=qlora tuning.bnb_4bit_quant_type=int4", "tuning.bnb_4bit_quant_type: 'int4' is not one of nf4, fp4"),
         ("tuning=qlora tuning.lora_r=0", "tuning.lora_r: lora_r and lora_alpha must be >= 1"),
         ("tuning=spectrum tuning.top_percent=0", "tuning.top_percent: must be in (0, 100], got 0.0"),
         ("tuning=spectrum tuning.top_percent=100.5", "tuning.top_percent: must be in (0, 100], got 100.5"),
-        ("tuning=spectrum tuning.spectrum_file=/nonexistent.yaml", "tuning.spectrum_file: /nonexistent.yaml does not exist"),
-        ("tuning=lora tuning.spectrum_file=/nonexistent.yaml", "tuning.spectrum_file: only tuning=spectrum reads it; tuning is lora"),
+        (
+            "tuning=spectrum tuning.spectrum_file=/nonexistent.yaml",
+            "tuning.spectrum_file: /nonexistent.yaml does not exist",
+        ),
+        (
+            "tuning=lora tuning.spectrum_file=/nonexistent.yaml",
+            "tuning.spectrum_file: only tuning=spectrum reads it; tuning is lora",
+        ),
         ("tracking.uri=ftp://example.com", "tracking.uri: 'ftp://example.com' is not a tracking URI fcft can use"),
-        ("tracking.uri=/tmp/mlruns", "tracking.uri: '/tmp/mlruns' is not a tracking URI fcft can use; give http(s)://host:port"),
-        ("tracking.uri=https://me:hunter2@mlflow.example.com", "tracking.uri: holds a password, and the spec is written to disk"),
-        ("tracking.uri=arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x", "tracking.uri: 'arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x' is not a SageMaker MLflow ARN"),
+        (
+            "tracking.uri=/tmp/mlruns",
+            "tracking.uri: '/tmp/mlruns' is not a tracking URI fcft can use; give http(s)://host:port",
+        ),
+        (
+            "tracking.uri=https://me:hunter2@mlflow.example.com",
+            "tracking.uri: holds a password, and the spec is written to disk",
+        ),
+        (
+            "tracking.uri=arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x",
+            "tracking.uri: 'arn:aws:sagemaker:us-east-1:123:mlflow-tracking-server/x' is not a SageMaker MLflow ARN",
+        ),
         ("tracking.parent_run_id=abc", "tracking.parent_run_id: 'abc' is not an MLflow run id"),
     ],
 )
@@ -164,7 +218,10 @@ def test_type_and_key_errors_come_from_the_schema(override, message):
     [
         (["method.learning_rat=1"], "Key 'learning_rat' not in 'MethodSpec'"),
         (["method.learning_rate=abc"], "could not be converted to Float"),
-        (["model=qwen3_06b"], "Could not find 'model/qwen3_06b'\n\nAvailable options in 'model':\n\tllama3.2_3b\n\tqwen3_0.6b"),
+        (
+            ["model=qwen3_06b"],
+            "Could not find 'model/qwen3_06b'\n\nAvailable options in 'model':\n\tllama3.2_3b\n\tqwen3_0.6b",
+        ),
         (["+method.foo=1"], "fcft: invalid config: unknown key 'method.foo'"),
         (["model=qwen3_0.6b"], "set model.path=DIR to a local copy, or go online"),
         (["data.test_path=/nonexistent.jsonl"], "data.test_path: file /nonexistent.jsonl does not exist"),

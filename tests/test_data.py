@@ -53,15 +53,24 @@ GOOD_TEST_ROW = json.loads((SAMPLE_DIR / "test.jsonl").read_text().splitlines()[
     [
         ("{not json", "line 2: not valid JSON"),
         (json.dumps({k: v for k, v in GOOD_TEST_ROW.items() if k != "question"}), "line 2: missing field 'question'"),
-        (json.dumps({**GOOD_TEST_ROW, "correct_answer": "maybe"}), "line 2: field 'correct_answer' is 'maybe'; valid: direct"),
+        (
+            json.dumps({**GOOD_TEST_ROW, "correct_answer": "maybe"}),
+            "line 2: field 'correct_answer' is 'maybe'; valid: direct",
+        ),
         (json.dumps({**GOOD_TEST_ROW, "tools": ["{broken"]}), "line 2: field 'tools[0]' is not valid JSON"),
         (json.dumps({**GOOD_TEST_ROW, "answers": {"direct": "x"}}), "line 2: field 'answers.tool_call' is missing"),
-        (json.dumps({**GOOD_TEST_ROW, "answers": {**GOOD_TEST_ROW["answers"], "tool_call": "{'name': 'f'}"}}),
-         "line 2: field 'answers.tool_call' is not valid JSON"),
-        (json.dumps({**GOOD_TEST_ROW, "answers": {**GOOD_TEST_ROW["answers"], "tool_call": '{"name": "f"}'}}),
-         """line 2: field 'answers.tool_call': tool call "f" needs an "arguments" object"""),
-        (json.dumps({**GOOD_TEST_ROW, "tools": ['{"description": "no name"}']}),
-         "line 2: field 'tools[0]' must be a tool object with a 'name'"),
+        (
+            json.dumps({**GOOD_TEST_ROW, "answers": {**GOOD_TEST_ROW["answers"], "tool_call": "{'name': 'f'}"}}),
+            "line 2: field 'answers.tool_call' is not valid JSON",
+        ),
+        (
+            json.dumps({**GOOD_TEST_ROW, "answers": {**GOOD_TEST_ROW["answers"], "tool_call": '{"name": "f"}'}}),
+            """line 2: field 'answers.tool_call': tool call "f" needs an "arguments" object""",
+        ),
+        (
+            json.dumps({**GOOD_TEST_ROW, "tools": ['{"description": "no name"}']}),
+            "line 2: field 'tools[0]' must be a tool object with a 'name'",
+        ),
         ("[1, 2]", "line 2: expected a JSON object, got list"),
     ],
 )
@@ -82,21 +91,33 @@ def _messages(user: str, assistant: str) -> list[dict]:
 @pytest.mark.parametrize(
     "row, message",
     [
-        ({"tools": [], "messages": [{"role": "user", "content": "hi"}]},
-         "line 1: field 'messages' needs at least 2 messages, got 1"),
-        ({"tools": [], "messages": _messages("hi", '<TOOLCALL>[{"name": "f", "arguments": {]</TOOLCALL>')},
-         "line 1: field 'messages[1].content': <TOOLCALL> content is not valid JSON"),
-        ({"tools": [], "messages": _messages("hi", '<TOOLCALL>[{"arguments": {}}]</TOOLCALL>')},
-         "line 1: field 'messages[1].content': a tool call must be a JSON object with a string \"name\""),
-        ({"tools": [], "messages": _messages("hi", '<TOOLCALL>[{"name": "f", "arguments": {}}]')},
-         "line 1: field 'messages[1].content': <TOOLCALL> tags must wrap the whole answer"),
-        ({"tools": ['{"name": "f",'], "messages": _messages("hi", "ok")},
-         "line 1: field 'tools[0]' is not valid JSON"),
-        ({"tools": [7], "messages": _messages("hi", "ok")},
-         "line 1: field 'tools[0]' must be a tool object with a 'name'"),
+        (
+            {"tools": [], "messages": [{"role": "user", "content": "hi"}]},
+            "line 1: field 'messages' needs at least 2 messages, got 1",
+        ),
+        (
+            {"tools": [], "messages": _messages("hi", '<TOOLCALL>[{"name": "f", "arguments": {]</TOOLCALL>')},
+            "line 1: field 'messages[1].content': <TOOLCALL> content is not valid JSON",
+        ),
+        (
+            {"tools": [], "messages": _messages("hi", '<TOOLCALL>[{"arguments": {}}]</TOOLCALL>')},
+            "line 1: field 'messages[1].content': a tool call must be a JSON object with a string \"name\"",
+        ),
+        (
+            {"tools": [], "messages": _messages("hi", '<TOOLCALL>[{"name": "f", "arguments": {}}]')},
+            "line 1: field 'messages[1].content': <TOOLCALL> tags must wrap the whole answer",
+        ),
+        (
+            {"tools": ['{"name": "f",'], "messages": _messages("hi", "ok")},
+            "line 1: field 'tools[0]' is not valid JSON",
+        ),
+        (
+            {"tools": [7], "messages": _messages("hi", "ok")},
+            "line 1: field 'tools[0]' must be a tool object with a 'name'",
+        ),
         ({"messages": _messages("hi", "ok")}, "line 1: missing field 'tools'"),
     ],
-)  # fmt: skip
+)
 def test_bad_training_rows_name_the_field(tmp_path, row, message):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(row) + "\n")
@@ -125,8 +146,10 @@ def test_json_and_parquet_files_load(tmp_path):
     rows = [json.loads(line) for line in (SAMPLE_DIR / "train_pref.jsonl").read_text().splitlines()[:3]]
     (tmp_path / "pref.json").write_text(json.dumps(rows))
     assert len(load_part(_data(pref_path=tmp_path / "pref.json"), "train_pref").rows) == 3
-    pq.write_table(pa.Table.from_pylist([{**r, "tools": [json.dumps(t) for t in r["tools"]]} for r in rows]),
-                   tmp_path / "pref.parquet")  # fmt: skip
+    pq.write_table(
+        pa.Table.from_pylist([{**r, "tools": [json.dumps(t) for t in r["tools"]]} for r in rows]),
+        tmp_path / "pref.parquet",
+    )
     assert len(load_part(_data(pref_path=tmp_path / "pref.parquet"), "train_pref").rows) == 3
 
 

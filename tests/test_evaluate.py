@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fcft.eval import mcq as evaluation
 from fcft.data import formats
 from fcft.data.prepare import McqItem, mcq_item, split_tokens
 from fcft.data.when2call import load_part
+from fcft.eval import mcq as evaluation
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,9 @@ def real_items(real_test_rows, tiny):
     """The longest, the shortest and a middling prompt of the 90 real rows (qwen2_5), and a 1-token prompt."""
     _, tokenizer = tiny
     data = OmegaConf.create({"hub_id": None, "test_path": str(real_test_rows), "on_bad_row": "error"})
-    items = sorted((mcq_item(row, formats.QWEN2_5) for row in load_part(data, "test").rows), key=lambda i: len(i.prompt))
+    items = sorted(
+        (mcq_item(row, formats.QWEN2_5) for row in load_part(data, "test").rows), key=lambda i: len(i.prompt)
+    )
     one_token = McqItem("one-token", "<|im_start|>", items[0].choices, items[0].gold, False)
     assert len(tokenizer(one_token.prompt, add_special_tokens=False)["input_ids"]) == 1
     return [items[-1], items[0], items[len(items) // 2], one_token]
@@ -64,7 +66,9 @@ def test_long_rows_lose_tokens_from_the_left_as_lm_eval_cuts_them(tiny, real_ite
 
     model, tokenizer = tiny
     items = real_items[:3]
-    longest_choice = max(len(c) for _, c in split_tokens(tokenizer, *zip(*[(i.prompt, c) for i in items for c in i.choices])))
+    longest_choice = max(
+        len(c) for _, c in split_tokens(tokenizer, *zip(*[(i.prompt, c) for i in items for c in i.choices]))
+    )
     max_length = longest_choice + 40  # every prompt gets cut, each choice's differently
     scores = evaluation.score(model, tokenizer, items, batch_size=3, max_length=max_length)
     for item, lls in zip(items, scores):
@@ -82,8 +86,15 @@ def test_models_without_full_attention_and_empty_prompts_are_refused(tiny, real_
     empty = McqItem("empty", " \n", real_items[0].choices, 1, True)
     with pytest.raises(ValueError, match="test row empty: the prompt is empty"):
         evaluation.score(model, tokenizer, [empty])
-    config = AutoConfig.for_model(**{**model.config.to_dict(), "use_sliding_window": True, "sliding_window": 64,
-                                     "max_window_layers": 0, "layer_types": None})  # fmt: skip
+    config = AutoConfig.for_model(
+        **{
+            **model.config.to_dict(),
+            "use_sliding_window": True,
+            "sliding_window": 64,
+            "max_window_layers": 0,
+            "layer_types": None,
+        }
+    )
     sliding = AutoModelForCausalLM.from_config(config)
     with pytest.raises(ValueError, match="sliding-window .* use eval.backend=lm_eval"):
         evaluation.score(sliding, tokenizer, real_items[:1])
@@ -98,6 +109,14 @@ def test_samples_and_metrics_follow_the_per_row_scores(tiny, real_items):
         assert sample["uuid"] == item.uuid and sample["gold"] == formats.CATEGORIES[item.gold]
         normalised = [ll / len(c) for ll, c in zip(sample["loglikelihoods"], item.choices)]
         assert sample["predicted_norm"] == formats.CATEGORIES[normalised.index(max(normalised))]
-    assert set(metrics) == {"acc", "acc_norm", "acc_norm_ci95", "macro_f1", "macro_f1_ci95",
-                            "tool_hallucination_rate", "confusion", "n"}  # fmt: skip
+    assert set(metrics) == {
+        "acc",
+        "acc_norm",
+        "acc_norm_ci95",
+        "macro_f1",
+        "macro_f1_ci95",
+        "tool_hallucination_rate",
+        "confusion",
+        "n",
+    }
     assert sum(sum(row.values()) for row in metrics["confusion"].values()) == len(samples)

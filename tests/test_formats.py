@@ -14,14 +14,22 @@ import pytest
 from omegaconf import OmegaConf
 
 from fcft.data import SAMPLE_DIR, formats
-from fcft.data.formats import CATEGORIES, canonical_json, parse_toolcall
+from fcft.data.formats import canonical_json, parse_toolcall
 from fcft.data.prepare import mcq_item, pref_example, sft_example, training_row
 from fcft.data.when2call import load_part
 
 
 def _data(**paths):
-    return OmegaConf.create({"hub_id": None, "train_path": None, "pref_path": None, "test_path": None,
-                             "on_bad_row": "error", **{k: str(v) for k, v in paths.items()}})  # fmt: skip
+    return OmegaConf.create(
+        {
+            "hub_id": None,
+            "train_path": None,
+            "pref_path": None,
+            "test_path": None,
+            "on_bad_row": "error",
+            **{k: str(v) for k, v in paths.items()},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +98,15 @@ def test_all_real_rows_match_nvidias_task(raw_rows, test_rows, fmt, nvidia):
 HAND_ROW = {
     "uuid": "hand-1",
     "question": "What time is it in Oslo?",
-    "tools": ['{"name": "get_time", "description": "Time in a city.", "parameters": {"type": "dict", '
-              '"required": ["city"], "properties": {"city": {"type": "string"}}}}',
-              '{"name": "noop", "parameters": {}}'],  # fmt: skip
+    "tools": [
+        '{"name": "get_time", "description": "Time in a city.", "parameters": {"type": "dict", '
+        '"required": ["city"], "properties": {"city": {"type": "string"}}}}',
+        '{"name": "noop", "parameters": {}}',
+    ],
     "answers": {
         "direct": "It is 10:00 in Oslo.",
         "tool_call": '{"name": "get_time", "arguments": {"city": "Oslo", "n": 2, "x": 2.5, "ok": true, '
-                     '"l": ["a", 1], "d": {"k": null}, "q": "say \\"hi\\""}}',
+        '"l": ["a", 1], "d": {"k": null}, "q": "say \\"hi\\""}}',
         "request_for_info": "Which city?",
         "cannot_answer": "I can't tell the time.",
     },
@@ -135,7 +145,12 @@ def test_qwen2_5_by_hand(tmp_path):
         "What time is it in Oslo?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
-    assert item.choices == ("It is 10:00 in Oslo.", HAND_ROW["answers"]["tool_call"], "Which city?", "I can't tell the time.")
+    assert item.choices == (
+        "It is 10:00 in Oslo.",
+        HAND_ROW["answers"]["tool_call"],
+        "Which city?",
+        "I can't tell the time.",
+    )
     assert item.gold == 1
     no_tools = mcq_item(_hand_row(tmp_path, tools=[]), formats.QWEN2_5)
     assert "<tools>\n\n</tools>" in no_tools.prompt
@@ -162,9 +177,13 @@ def test_llama3_2_by_hand(tmp_path):
         "\n"
     )
     # Strings double-quoted and never escaped; everything else is Python's str().
-    assert item.choices[1] == """[get_time(city="Oslo", n=2, x=2.5, ok=True, l=['a', 1], d={'k': None}, q="say "hi"")]"""
+    assert (
+        item.choices[1] == """[get_time(city="Oslo", n=2, x=2.5, ok=True, l=['a', 1], d={'k': None}, q="say "hi"")]"""
+    )
     assert item.gold == 2
-    no_arguments = _hand_row(tmp_path, answers={**HAND_ROW["answers"], "tool_call": '{"name": "noop", "arguments": {}}'})
+    no_arguments = _hand_row(
+        tmp_path, answers={**HAND_ROW["answers"], "tool_call": '{"name": "noop", "arguments": {}}'}
+    )
     assert mcq_item(no_arguments, formats.LLAMA3_2).choices[1] == "[noop()]"
     assert mcq_item(_hand_row(tmp_path, tools=[]), formats.LLAMA3_2).prompt.count("invoke.\n[]<|eot_id|>") == 1
 
@@ -217,8 +236,10 @@ def test_training_and_evaluation_prompts_are_the_same_string(test_rows, name):
 
 def test_end_of_turn_is_the_formats_own():
     assert {f.name: f.end_of_turn for f in formats.FORMATS.values()} == {
-        "qwen2_5": "<|im_end|>", "llama3_2": "<|eot_id|>", "blog": "<|im_end|>",
-    }  # fmt: skip
+        "qwen2_5": "<|im_end|>",
+        "llama3_2": "<|eot_id|>",
+        "blog": "<|im_end|>",
+    }
 
 
 # --- tool calls: parse -> render -> parse ---------------------------------------------------------------------
@@ -233,10 +254,23 @@ def _calls_from_data(raw_rows) -> list[list[dict]]:
 
 
 TRICKY_CALLS = [
-    {"name": "f", "arguments": {"class": "a\\b", "from": 'say "hi" there', "n": -1.5e-07, "u": "h\u00e9llo \u2603",
-                                "e": [], "d": {"a": [1, {"b": "c'd"}]}, "t": True, "z": None, "s": "x, y=1", "nl": "a\nb"}},
+    {
+        "name": "f",
+        "arguments": {
+            "class": "a\\b",
+            "from": 'say "hi" there',
+            "n": -1.5e-07,
+            "u": "h\u00e9llo \u2603",
+            "e": [],
+            "d": {"a": [1, {"b": "c'd"}]},
+            "t": True,
+            "z": None,
+            "s": "x, y=1",
+            "nl": "a\nb",
+        },
+    },
     {"name": "g.h", "arguments": {}},
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("name", sorted(formats.FORMATS))
@@ -260,11 +294,15 @@ def test_parsers_refuse_what_is_not_a_tool_call():
     for fmt in formats.FORMATS.values():
         for text in ("Which city?", "", "[1, 2]", '{"name": 3}', "<TOOLCALL>[{]</TOOLCALL>"):
             assert fmt.parse_calls(text) is None, (fmt.name, text)
-    assert formats.LLAMA3_2.parse_calls('[f(1)]') is None  # positional arguments aren't calls
-    assert formats.LLAMA3_2.parse_calls('[f(a="x"), g()]') == [{"name": "f", "arguments": {"a": "x"}},
-                                                               {"name": "g", "arguments": {}}]  # fmt: skip
+    assert formats.LLAMA3_2.parse_calls("[f(1)]") is None  # positional arguments aren't calls
+    assert formats.LLAMA3_2.parse_calls('[f(a="x"), g()]') == [
+        {"name": "f", "arguments": {"a": "x"}},
+        {"name": "g", "arguments": {}},
+    ]
     assert formats.QWEN2_5.parse_calls('{"name": "f", "arguments": {}}\n{"name": "g", "arguments": {"a": 1}}') == [
-        {"name": "f", "arguments": {}}, {"name": "g", "arguments": {"a": 1}}]  # fmt: skip
+        {"name": "f", "arguments": {}},
+        {"name": "g", "arguments": {"a": 1}},
+    ]
 
 
 def test_plain_answers_pass_through_unchanged():

@@ -7,18 +7,25 @@ import json
 import sys
 
 import pytest
-
 from conftest import compose, run_cli
-from fcft.runs import jobs
+
 from fcft import spec as run_spec
 from fcft.data import SAMPLE_DIR
+from fcft.runs import jobs
 from fcft.runs.launch import make_launcher
 from launchers.processes import Machines, worker_command
 
 # Same global batch of 4 in every run: 1 process x 2 per device x 2 accumulation, 2 processes x 2 x 1.
 # Tiny data, a few steps, a learning rate that moves the loss, one log record per step.
-SAME_BATCH = ("method.per_device_train_batch_size=2", "method.global_batch_size=4", "method.max_steps=3",
-              "method.learning_rate=1e-3", "method.warmup_ratio=0", "method.logging_steps=1", "data.limit=16")  # fmt: skip
+SAME_BATCH = (
+    "method.per_device_train_batch_size=2",
+    "method.global_batch_size=4",
+    "method.max_steps=3",
+    "method.learning_rate=1e-3",
+    "method.warmup_ratio=0",
+    "method.logging_steps=1",
+    "data.limit=16",
+)
 
 
 def losses(run_dir):
@@ -57,9 +64,17 @@ def test_two_processes_follow_the_one_process_loss_curve(compute, one_process, t
 def test_training_resumes_from_the_latest_checkpoint(tmp_path, tiny_dir):
     from fcft import worker
 
-    common = ("compute=cpu", f"compute.checkpoint_dir={tmp_path / 'checkpoints'}", "compute.checkpoint_steps=2",
-              "method.logging_steps=1", "method.per_device_train_batch_size=2", "method.gradient_accumulation_steps=1",
-              "method.lr_scheduler_type=constant", "data.limit=16", "eval.enabled=false")  # fmt: skip
+    common = (
+        "compute=cpu",
+        f"compute.checkpoint_dir={tmp_path / 'checkpoints'}",
+        "compute.checkpoint_steps=2",
+        "method.logging_steps=1",
+        "method.per_device_train_batch_size=2",
+        "method.gradient_accumulation_steps=1",
+        "method.lr_scheduler_type=constant",
+        "data.limit=16",
+        "eval.enabled=false",
+    )
     first = worker.run(run_spec.validate(compose(*common, "method.max_steps=2")), tmp_path / "first")
     assert first["train"]["steps"] == 2 and (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
     again = worker.run(run_spec.validate(compose(*common, "method.max_steps=4")), tmp_path / "again")
@@ -70,24 +85,37 @@ def test_training_resumes_from_the_latest_checkpoint(tmp_path, tiny_dir):
 
 def test_worker_command_for_each_strategy(tmp_path):
     spec = run_spec.validate(compose("compute=cpu"))
-    assert worker_command(spec, tmp_path / "spec.yaml", 1) == [sys.executable, "-m", "fcft.worker", str(tmp_path / "spec.yaml")]
+    assert worker_command(spec, tmp_path / "spec.yaml", 1) == [
+        sys.executable,
+        "-m",
+        "fcft.worker",
+        str(tmp_path / "spec.yaml"),
+    ]
     zero3 = run_spec.validate(compose("compute=ml.p4d.24xlarge", "model.dtype=bfloat16"))
     command = worker_command(zero3, tmp_path / "spec.yaml", 8, Machines(2, 1, "algo-1", 29500), run_dir=tmp_path)
     flags = dict(zip(command[3:-5:2], command[4:-5:2]))
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert flags["--config_file"].endswith("launchers/configs/deepspeed_zero3.yaml")
     assert (flags["--num_processes"], flags["--num_machines"], flags["--machine_rank"]) == ("16", "2", "1")
-    assert (flags["--main_process_ip"], flags["--main_process_port"], flags["--mixed_precision"]) == ("algo-1", "29500", "bf16")
+    assert (flags["--main_process_ip"], flags["--main_process_port"], flags["--mixed_precision"]) == (
+        "algo-1",
+        "29500",
+        "bf16",
+    )
     assert command[-5:] == ["-m", "fcft.worker", str(tmp_path / "spec.yaml"), "--run-dir", str(tmp_path)]
 
 
 def test_sagemaker_entry_reads_the_job_machines(tmp_path, monkeypatch):
     import launchers.sagemaker_entry as entry
 
-    (tmp_path / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"]}))
+    (tmp_path / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"]})
+    )
     monkeypatch.setattr(entry, "CONFIG_DIR", tmp_path)
     assert entry.machines() == Machines(count=2, rank=1, main_ip="algo-1", port=29500)
-    assert entry.tracking_packages("arn:aws:sagemaker:us-east-1:1:mlflow-tracking-server/x") == ["sagemaker-mlflow>=0.1"]
+    assert entry.tracking_packages("arn:aws:sagemaker:us-east-1:1:mlflow-tracking-server/x") == [
+        "sagemaker-mlflow>=0.1"
+    ]
     assert entry.tracking_packages("http://mlflow.example.com") == [] and entry.tracking_packages("") == []
 
 
@@ -96,12 +124,21 @@ def test_sagemaker_entry_reads_the_job_machines(tmp_path, monkeypatch):
     [
         (("compute.num_processes=2",), "compute.strategy: 'none' runs one process but compute.num_processes is 2"),
         (("compute=cpu_ddp2", "compute.num_processes=0"), "compute.num_processes: must be >= 1, or null"),
-        (("compute=cpu_ddp2", "method.global_batch_size=6"), "method.global_batch_size: 6 is not a multiple of per_device_train_batch_size x processes = 8 x 2 = 16"),
+        (
+            ("compute=cpu_ddp2", "method.global_batch_size=6"),
+            "method.global_batch_size: 6 is not a multiple of per_device_train_batch_size x processes = 8 x 2 = 16",
+        ),
         (("compute.instance_count=2",), "compute.instance_count: applies to SageMaker jobs only"),
-        (("compute=ml.g5.2xlarge", "compute.use_spot=true"), "compute.max_wait_s: spot training needs max_wait_s >= max_runtime_s (86400), got None"),
+        (
+            ("compute=ml.g5.2xlarge", "compute.use_spot=true"),
+            "compute.max_wait_s: spot training needs max_wait_s >= max_runtime_s (86400), got None",
+        ),
         (("compute=ml.g5.2xlarge", "compute.use_spot=true", "compute.max_wait_s=600"), "got 600"),
         (("compute=ml.g5.2xlarge", "compute.max_wait_s=90000"), "compute.max_wait_s: applies to spot training only"),
-        (("compute=ml.g5.2xlarge", "compute.instance_type=p4d.24xlarge"), "compute.instance_type: 'p4d.24xlarge' is not a SageMaker instance type"),
+        (
+            ("compute=ml.g5.2xlarge", "compute.instance_type=p4d.24xlarge"),
+            "compute.instance_type: 'p4d.24xlarge' is not a SageMaker instance type",
+        ),
         (("compute=ml.g5.2xlarge", "compute.max_runtime_s=0"), "compute.max_runtime_s: must be in [1, 2419200]"),
         (("compute.strategy=zero4",), "Invalid value 'zero4', expected one of [none, ddp, zero3]"),
     ],
@@ -115,7 +152,9 @@ def test_compute_combinations_that_cannot_work_are_refused(overrides, message):
 
 
 def test_a_sagemaker_instance_with_the_local_launcher_is_refused():
-    with pytest.raises(run_spec.SpecError, match="compute.instance_type: ml.p4d.24xlarge .* is a SageMaker instance type"):
+    with pytest.raises(
+        run_spec.SpecError, match="compute.instance_type: ml.p4d.24xlarge .* is a SageMaker instance type"
+    ):
         make_launcher(run_spec.validate(compose("compute=ml.p4d.24xlarge")))
 
 
@@ -132,13 +171,20 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"uuid": "x"}\n')
     good = SAMPLE_DIR / "test.jsonl"
-    result = run_cli("-m", "method=none", "eval.limit=2", f"data.test_path={broken},/nonexistent.jsonl,{good}",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
+    result = run_cli(
+        "-m",
+        "method=none",
+        "eval.limit=2",
+        f"data.test_path={broken},/nonexistent.jsonl,{good}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["jobs"]
     assert [job["ok"] for job in summary] == [False, False, True]
     assert summary[0]["status"].startswith("DataError: ") and "line 1" in summary[0]["status"]
     assert "data.test_path: file /nonexistent.jsonl does not exist" in summary[1]["status"]
-    assert (tmp_path / "sweep" / "1" / jobs.ERROR_FILE).is_file() and not (tmp_path / "sweep" / "1" / "spec.yaml").exists()
+    assert (tmp_path / "sweep" / "1" / jobs.ERROR_FILE).is_file() and not (
+        tmp_path / "sweep" / "1" / "spec.yaml"
+    ).exists()
     assert summary[2]["metrics"]["eval"]["n"] == 2
     assert "1 of 3 jobs succeeded" in result.stdout and "DataError" in result.stdout

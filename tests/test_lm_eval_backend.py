@@ -7,15 +7,15 @@ import json
 import sys
 
 import pytest
+from conftest import compose
 from omegaconf import OmegaConf
 
-from conftest import compose
-from fcft import worker
-from fcft.eval import lm_eval_backend
 from fcft import spec as run_spec
+from fcft import worker
 from fcft.data import formats
 from fcft.data.prepare import mcq_item
 from fcft.data.when2call import load_part
+from fcft.eval import lm_eval_backend
 from fcft.eval.mcq import evaluate, requests
 
 
@@ -23,10 +23,18 @@ from fcft.eval.mcq import evaluate, requests
 def trained_run(tmp_path_factory, tiny_dir, real_test_rows):
     """Real SFT steps on the tiny model through the worker, evaluated there by lm-eval, requests written."""
     run_dir = tmp_path_factory.mktemp("trained")
-    spec = run_spec.validate(compose(
-        "method.max_steps=6", "method.learning_rate=1e-3", "data.limit=48", "compute=cpu", "eval.backend=lm_eval",
-        "eval.write_requests=true", "eval.limit=6", f"data.test_path={real_test_rows}",
-    ))  # fmt: skip
+    spec = run_spec.validate(
+        compose(
+            "method.max_steps=6",
+            "method.learning_rate=1e-3",
+            "data.limit=48",
+            "compute=cpu",
+            "eval.backend=lm_eval",
+            "eval.write_requests=true",
+            "eval.limit=6",
+            f"data.test_path={real_test_rows}",
+        )
+    )
     return run_dir, worker.run(spec, run_dir)
 
 

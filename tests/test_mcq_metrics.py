@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score
 
-from fcft.eval import metrics as mcq_metrics
 from fcft.data.formats import CATEGORIES
+from fcft.eval import metrics as mcq_metrics
 
 # NVIDIA's when2call-qwen2_5 on Qwen2.5-1.5B-Instruct, n=3652 (research notes §1.5): rows = true, columns =
 # predicted, in CATEGORIES order, and the metrics lm-eval + additional_metrics.py reported for it.
@@ -39,7 +39,9 @@ def test_macro_f1_and_confusion_equal_scikit_learn(seed):
     gold = rng.choice([1, 2, 3], size=n)  # When2Call's gold is never `direct`
     allowed = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)  # some labels never predicted
     predicted = rng.choice(allowed, size=n)
-    assert mcq_metrics.macro_f1(gold, predicted) == pytest.approx(f1_score(gold, predicted, average="macro"), abs=1e-12)
+    assert mcq_metrics.macro_f1(gold, predicted) == pytest.approx(
+        f1_score(gold, predicted, average="macro"), abs=1e-12
+    )
     expected = confusion_matrix(gold, predicted, labels=range(4))
     assert (mcq_metrics.confusion_counts(gold, predicted) == expected).all()
     assert np.array([list(r.values()) for r in mcq_metrics.confusion(gold, predicted).values()]).shape == (4, 4)

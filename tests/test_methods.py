@@ -7,8 +7,8 @@ import re
 
 import pytest
 import torch
-
 from conftest import compose
+
 from fcft import models
 from fcft import spec as run_spec
 from fcft.data import formats
@@ -19,11 +19,21 @@ LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up
 
 
 def _spec(method: str, tuning: str, *extra: str):
-    return run_spec.validate(compose(
-        f"method={method}", f"tuning={tuning}", "compute=cpu", "eval.enabled=false", "data.limit=4",
-        "method.max_steps=2", "method.per_device_train_batch_size=2", "method.gradient_accumulation_steps=1",
-        "method.learning_rate=1e-3", "method.logging_steps=1", *extra,
-    ))  # fmt: skip
+    return run_spec.validate(
+        compose(
+            f"method={method}",
+            f"tuning={tuning}",
+            "compute=cpu",
+            "eval.enabled=false",
+            "data.limit=4",
+            "method.max_steps=2",
+            "method.per_device_train_batch_size=2",
+            "method.gradient_accumulation_steps=1",
+            "method.learning_rate=1e-3",
+            "method.logging_steps=1",
+            *extra,
+        )
+    )
 
 
 def _base_name(name: str) -> str:
@@ -39,7 +49,9 @@ def _expected_trainable(tuning: str, model, run_dir) -> set[str]:
         from fcft.train import spectrum_yaml
 
         patterns = spectrum_yaml.read(run_dir / "spectrum.yaml")
-        return {n for n, _ in model.named_parameters(remove_duplicate=False) if any(re.match(p, n) for p in patterns)} & names
+        return {
+            n for n, _ in model.named_parameters(remove_duplicate=False) if any(re.match(p, n) for p in patterns)
+        } & names
     linear = {n for n, m in model.named_modules() if LINEAR.match(n)}
     return {f"{module}.lora_{ab}.default.weight" for module in linear for ab in "AB"}
 

@@ -1,4 +1,4 @@
-"""Preparation: lm-eval's token split in one pass, the tokenized SFT set and its disk cache, `python -m fcft.data show`."""
+"""Preparation: lm-eval's token split in one pass, the tokenized SFT set and its cache, `python -m fcft.data show`."""
 
 from __future__ import annotations
 
@@ -22,8 +22,16 @@ def tokenizer(tiny_dir):
 
 
 def _data(**paths):
-    return OmegaConf.create({"hub_id": None, "train_path": None, "pref_path": None, "test_path": None,
-                             "on_bad_row": "error", **{k: str(v) for k, v in paths.items()}})  # fmt: skip
+    return OmegaConf.create(
+        {
+            "hub_id": None,
+            "train_path": None,
+            "pref_path": None,
+            "test_path": None,
+            "on_bad_row": "error",
+            **{k: str(v) for k, v in paths.items()},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +59,10 @@ def test_a_tokenizer_that_joins_pieces_gets_the_plain_split(caplog):
 
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
-    backend.train_from_iterator(["hello world this is a test"] * 4,
-                                trainers.BpeTrainer(vocab_size=100, special_tokens=["<unk>", "<s>", "</s>"]))  # fmt: skip
+    backend.train_from_iterator(
+        ["hello world this is a test"] * 4,
+        trainers.BpeTrainer(vocab_size=100, special_tokens=["<unk>", "<s>", "</s>"]),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>")
     prompts, completions = ["hello<s>world this\n"] * 3, ["is a test</s>"] * 3
     with caplog.at_level(logging.WARNING):
@@ -107,7 +117,10 @@ def test_show_prints_a_row_as_trained_and_as_scored(real_test_rows, capsys):
     out = capsys.readouterr().out
     raw = json.loads(real_test_rows.read_text().splitlines()[4])
     assert f"== test row 4 (uuid {raw['uuid']}), format llama3_2 ==" in out
-    assert f"--- choice {['direct', 'tool_call', 'request_for_info', 'cannot_answer'].index(raw['correct_answer'])}" in out
+    assert (
+        f"--- choice {['direct', 'tool_call', 'request_for_info', 'cannot_answer'].index(raw['correct_answer'])}"
+        in out
+    )
     assert "(gold) ---" in out and "== train_sft row 4, format llama3_2 ==" in out and "--- rejected ---" in out
     assert "training prompt == evaluation prompt: yes" in out
 

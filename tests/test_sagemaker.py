@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, compose
-from fcft.runs import jobs
+
 from fcft import spec as run_spec
+from fcft.runs import jobs
 from fcft.runs.launch import make_launcher
 
 pytest.importorskip("sagemaker.train")
@@ -37,10 +37,13 @@ def aws(tmp_path, monkeypatch):
     settings = tmp_path / "sagemaker-config.yaml"
     settings.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
     env = {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
         "SAGEMAKER_VALIDATE_ROLE": "false",  # moto has no iam:SimulatePrincipalPolicy
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(settings), "HF_TOKEN": SECRET,
-    }  # fmt: skip
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(settings),
+        "HF_TOKEN": SECRET,
+    }
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -76,14 +79,17 @@ def s3_objects(bucket=BUCKET, client=None):
     import boto3
 
     s3 = client or boto3.client("s3", region_name=REGION)
-    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])}  # fmt: skip
+    return {
+        o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    }
 
 
 def assert_no_secret(*texts, run_dir=None, objects=None):
     for text in texts:
         assert SECRET not in text
-    for path in (run_dir.rglob("*") if run_dir else ()):
+    for path in run_dir.rglob("*") if run_dir else ():
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     for key, body in (objects or {}).items():
@@ -92,8 +98,13 @@ def assert_no_secret(*texts, run_dir=None, objects=None):
 
 def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, caplog):
     caplog.set_level(logging.DEBUG)  # the SDK and botocore log whole requests at DEBUG
-    spec = sagemaker_spec("compute=ml.p4d.24xlarge", "launcher.wait=false", "compute.use_spot=true",
-                          "compute.max_wait_s=180000", "method.learning_rate=1e-4")  # fmt: skip
+    spec = sagemaker_spec(
+        "compute=ml.p4d.24xlarge",
+        "launcher.wait=false",
+        "compute.use_spot=true",
+        "compute.max_wait_s=180000",
+        "method.learning_rate=1e-4",
+    )
     with moto.mock_aws(), create_requests() as sent:
         launcher = make_launcher(spec)
         assert launcher.launch(spec, tmp_path) is None
@@ -107,7 +118,10 @@ def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, capl
     assert request["EnableManagedSpotTraining"] is True
     base = request["TrainingJobName"].rsplit("-", 1)[0]
     assert base.startswith("fcft-tiny-sft-")
-    assert request["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/fcft/{base}/checkpoints", "LocalPath": "/opt/ml/checkpoints"}
+    assert request["CheckpointConfig"] == {
+        "S3Uri": f"s3://{BUCKET}/fcft/{base}/checkpoints",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
     assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/fcft/{base}"
     hps = request["HyperParameters"]
     assert hps["fcft_spec"] == "/opt/ml/input/data/code/fcft_job/spec.yaml" and hps["method.learning_rate"] == "0.0001"
@@ -119,9 +133,15 @@ def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, capl
     for channel in ("train", "pref", "test"):  # the local files were uploaded where the channel points
         assert channels[channel].split(f"s3://{BUCKET}/", 1)[1] in objects
     code_prefix = channels["code"].split(f"s3://{BUCKET}/", 1)[1] + "/"
-    code = {key[len(code_prefix):] for key in objects if key.startswith(code_prefix)}
-    assert {"fcft/spec/", "launchers/sagemaker_entry.py", "conf/config.yaml", "pyproject.toml", "constraints.txt",
-            "fcft_job/spec.yaml"} <= code  # fmt: skip
+    code = {key[len(code_prefix) :] for key in objects if key.startswith(code_prefix)}
+    assert {
+        "fcft/spec/",
+        "launchers/sagemaker_entry.py",
+        "conf/config.yaml",
+        "pyproject.toml",
+        "constraints.txt",
+        "fcft_job/spec.yaml",
+    } <= code
     assert not [p for p in code if p.startswith(("tests/", ".git", "outputs/")) or "__pycache__" in p]
     assert algorithm["ContainerEntrypoint"] == ["/bin/bash"]
     job_spec = run_spec.OmegaConf.create(objects[code_prefix + "fcft_job/spec.yaml"].decode())
@@ -176,13 +196,18 @@ def simulate_job(job_root: Path, request: dict, s3) -> None:
     for channel in request["InputDataConfig"]:
         bucket, prefix = channel["DataSource"]["S3DataSource"]["S3Uri"][5:].split("/", 1)
         for key in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]:
-            relative = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[1]
+            relative = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[1]
             target = job_root / "input" / "data" / channel["ChannelName"] / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, key, str(target))
-    env = {**os.environ, **request["Environment"], "SM_MODEL_DIR": str(job_root / "model"),
-           "SM_OUTPUT_DIR": str(job_root / "output"), "SM_OUTPUT_DATA_DIR": str(job_root / "output" / "data"),
-           "SM_INPUT_CONFIG_DIR": str(job_root / "input" / "config")}  # fmt: skip
+    env = {
+        **os.environ,
+        **request["Environment"],
+        "SM_MODEL_DIR": str(job_root / "model"),
+        "SM_OUTPUT_DIR": str(job_root / "output"),
+        "SM_OUTPUT_DATA_DIR": str(job_root / "output" / "data"),
+        "SM_INPUT_CONFIG_DIR": str(job_root / "input" / "config"),
+    }
     env.pop("PYTHONPATH", None)
     code = job_root / "input" / "data" / "code"
     source = json.loads((job_root / "input" / "data" / "sm_drivers" / "sourcecode.json").read_text())
@@ -205,10 +230,17 @@ def test_job_runs_from_what_was_uploaded_and_its_results_come_back(aws, tmp_path
 
     job_root = tmp_path / "opt" / "ml"
     monkeypatch.setattr(sagemaker_launcher, "JOB_ROOT", str(job_root))  # the container's /opt/ml, here
-    spec = sagemaker_spec("compute=ml.g5.2xlarge", "compute.accelerator=cpu", "launcher.poll_s=0.1",  # played on this CPU
-                          "method.max_steps=2", "method.per_device_train_batch_size=2",
-                          "method.gradient_accumulation_steps=1", "data.limit=16",
-                          "eval.limit=4", f"model.path={tiny_dir}")  # fmt: skip
+    spec = sagemaker_spec(
+        "compute=ml.g5.2xlarge",
+        "compute.accelerator=cpu",
+        "launcher.poll_s=0.1",  # played on this CPU
+        "method.max_steps=2",
+        "method.per_device_train_batch_size=2",
+        "method.gradient_accumulation_steps=1",
+        "data.limit=16",
+        "eval.limit=4",
+        f"model.path={tiny_dir}",
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
@@ -216,8 +248,9 @@ def test_job_runs_from_what_was_uploaded_and_its_results_come_back(aws, tmp_path
         import boto3
 
         s3 = boto3.client("s3", region_name=REGION)
-        with botocore_hook("provide-client-params.sagemaker.CreateTrainingJob",
-                           lambda params, **_: simulate_job(job_root, params, s3)):  # fmt: skip
+        with botocore_hook(
+            "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: simulate_job(job_root, params, s3)
+        ):
             metrics = make_launcher(spec).launch(spec, run_dir)
     assert metrics["train"]["steps"] == 2 and metrics["eval"]["n"] == 4
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
@@ -256,10 +289,22 @@ def test_a_failed_job_raises_with_its_failure_reason(aws, tmp_path, capsys):
     [
         (("compute=cpu",), "compute.instance_type: launcher=sagemaker needs a SageMaker instance type"),
         (("compute=ml.g5.2xlarge", "launcher.fetch=everything"), "launcher.fetch: 'everything' is not one of all"),
-        (("compute=ml.g5.2xlarge", "+launcher.environment.HF_TOKEN=x"), "launcher.environment.HF_TOKEN: looks like a secret"),
-        (("compute=ml.g5.2xlarge", "launcher.secrets=[WANDB_ENTITY]"), "launcher.secrets: 'WANDB_ENTITY' would be shown"),
-        (("compute=ml.g5.2xlarge", "launcher.py_version=py27"), "launcher.image_uri: the SageMaker SDK knows no PyTorch"),
-        (("compute=ml.g5.2xlarge", "compute.checkpoint_dir=/tmp/ck"), "compute.checkpoint_dir: a SageMaker job checkpoints"),
+        (
+            ("compute=ml.g5.2xlarge", "+launcher.environment.HF_TOKEN=x"),
+            "launcher.environment.HF_TOKEN: looks like a secret",
+        ),
+        (
+            ("compute=ml.g5.2xlarge", "launcher.secrets=[WANDB_ENTITY]"),
+            "launcher.secrets: 'WANDB_ENTITY' would be shown",
+        ),
+        (
+            ("compute=ml.g5.2xlarge", "launcher.py_version=py27"),
+            "launcher.image_uri: the SageMaker SDK knows no PyTorch",
+        ),
+        (
+            ("compute=ml.g5.2xlarge", "compute.checkpoint_dir=/tmp/ck"),
+            "compute.checkpoint_dir: a SageMaker job checkpoints",
+        ),
         (("compute=ml.g5.2xlarge", "+launcher.instance=ml.p5"), "unknown key 'launcher.instance'"),
     ],
 )
@@ -294,14 +339,17 @@ def moto_server(aws):
 
 def cli(endpoint: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
-    return subprocess.run([sys.executable, "-m", "fcft", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "fcft", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
     import boto3
 
-    result = cli(moto_server, *SAGEMAKER, "compute=ml.p4d.24xlarge", "launcher.wait=false", f"hydra.run.dir={tmp_path}")
+    result = cli(
+        moto_server, *SAGEMAKER, "compute=ml.p4d.24xlarge", "launcher.wait=false", f"hydra.run.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = boto3.client("sagemaker", region_name=REGION, endpoint_url=moto_server)
     (summary,) = client.list_training_jobs()["TrainingJobSummaries"]
@@ -319,11 +367,24 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
     # Later, the job has finished (moto: at once) and left its run directory: collect it.
     bucket, key = record["model_artifacts"][5:].split("/", 1)
     boto3.client("s3", region_name=REGION, endpoint_url=moto_server).put_object(
-        Bucket=bucket, Key=key, Body=tarball({"metrics.json": {"train": {"loss": 1.25}, "eval": {"acc_norm": 0.5}},
-                                              "spec.yaml": "the job's own: not to replace the local one"}))  # fmt: skip
+        Bucket=bucket,
+        Key=key,
+        Body=tarball(
+            {
+                "metrics.json": {"train": {"loss": 1.25}, "eval": {"acc_norm": 0.5}},
+                "spec.yaml": "the job's own: not to replace the local one",
+            }
+        ),
+    )
     spec_before = (tmp_path / "spec.yaml").read_text()
-    collected = subprocess.run([sys.executable, "-m", "fcft.runs", str(tmp_path)], cwd=ROOT, capture_output=True,
-                               text=True, env={**os.environ, "AWS_ENDPOINT_URL": moto_server}, timeout=300)  # fmt: skip
+    collected = subprocess.run(
+        [sys.executable, "-m", "fcft.runs", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_ENDPOINT_URL": moto_server},
+        timeout=300,
+    )
     assert collected.returncode == 0, collected.stderr[-3000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["eval"]["acc_norm"] == 0.5
     assert (tmp_path / "spec.yaml").read_text() == spec_before
@@ -347,13 +408,23 @@ def test_cli_sweep_submits_every_job_then_reports_each(moto_server, tmp_path, mo
             return job
         metrics = {"train": {"loss": 1.5, "steps": 3}, "eval": {"acc_norm": 0.25, "n": 48}, "data": {}}
         bucket, key = job.model_artifacts["S3ModelArtifacts"][5:].split("/", 1)
-        s3.put_object(Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"), Body=tarball({"metrics.json": metrics}))
+        s3.put_object(
+            Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"), Body=tarball({"metrics.json": metrics})
+        )
         return job
 
     monkeypatch.setattr(SageMakerModelBackend, "create_training_job", play_job)
-    result = cli(moto_server, "-m", *SAGEMAKER, "compute=ml.g5.2xlarge", "launcher.wait=false", "launcher.poll_s=0.1",
-                 "launcher.fetch=metrics", "method.learning_rate=1e-4,2e-4,3e-4,4e-4,-1",
-                 f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    result = cli(
+        moto_server,
+        "-m",
+        *SAGEMAKER,
+        "compute=ml.g5.2xlarge",
+        "launcher.wait=false",
+        "launcher.poll_s=0.1",
+        "launcher.fetch=metrics",
+        "method.learning_rate=1e-4,2e-4,3e-4,4e-4,-1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     client = boto3.client("sagemaker", region_name=REGION, endpoint_url=moto_server)
     assert len(client.list_training_jobs()["TrainingJobSummaries"]) == 4

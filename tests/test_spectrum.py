@@ -8,15 +8,21 @@ import math
 
 import pytest
 import torch
-
 from conftest import compose
+
 from fcft import spec as run_spec
-from fcft.train import spectrum_yaml
-from fcft.train import spectrum
+from fcft.train import spectrum, spectrum_yaml
 
 # Which layer of the tiny model's two gets the high-SNR spectrum, per matrix type.
-SIGNAL_LAYER = {"self_attn.q_proj": 1, "self_attn.k_proj": 0, "self_attn.v_proj": 1, "self_attn.o_proj": 0,
-                "mlp.gate_proj": 0, "mlp.up_proj": 1, "mlp.down_proj": 1}  # fmt: skip
+SIGNAL_LAYER = {
+    "self_attn.q_proj": 1,
+    "self_attn.k_proj": 0,
+    "self_attn.v_proj": 1,
+    "self_attn.o_proj": 0,
+    "mlp.gate_proj": 0,
+    "mlp.up_proj": 1,
+    "mlp.down_proj": 1,
+}
 
 
 def _matrix(rows: int, cols: int, singular_values: list[float], seed: int = 0) -> torch.Tensor:
@@ -54,16 +60,33 @@ def _known_spectra(model, signal_layer: dict[str, int]) -> None:
             rows, cols = module.weight.shape
             k = min(rows, cols)
             layer = int(name.split(".")[2])
-            values = [1.0] * 4 + torch.linspace(0.02, 0.0, k - 4).tolist() if layer == signal_layer[kind] else torch.linspace(1.0, 0.0, k).tolist()
+            values = (
+                [1.0] * 4 + torch.linspace(0.02, 0.0, k - 4).tolist()
+                if layer == signal_layer[kind]
+                else torch.linspace(1.0, 0.0, k).tolist()
+            )
             module.weight.data.copy_(_matrix(rows, cols, values, seed=layer))
 
 
 def _expected_yaml(signal_layer: dict[str, int]) -> str:
     """The file written by hand: per matrix type the signal layer; norms tie, so layer 0; single modules: none."""
     lines = ["unfrozen_parameters:", "- ^lm_head.weight$", "- ^model.embed_tokens.weight$"]
-    for kind in ("input_layernorm", "lm_head", "mlp.down_proj", "mlp.gate_proj", "mlp.up_proj", "model.embed_tokens",
-                 "model.norm", "post_attention_layernorm", "self_attn.k_norm", "self_attn.k_proj", "self_attn.o_proj",
-                 "self_attn.q_norm", "self_attn.q_proj", "self_attn.v_proj"):  # fmt: skip
+    for kind in (
+        "input_layernorm",
+        "lm_head",
+        "mlp.down_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "model.embed_tokens",
+        "model.norm",
+        "post_attention_layernorm",
+        "self_attn.k_norm",
+        "self_attn.k_proj",
+        "self_attn.o_proj",
+        "self_attn.q_norm",
+        "self_attn.q_proj",
+        "self_attn.v_proj",
+    ):
         lines.append(f"# {kind} layers")
         if kind in signal_layer:
             lines.append(f"- model.layers.{signal_layer[kind]}.{kind}")
@@ -101,7 +124,9 @@ def test_scan_picks_the_layers_with_the_known_high_snr(tiny_model, cache, invert
 def test_top_100_percent_lists_every_module_and_small_percents_none(tiny_model, cache):
     _, everything = spectrum.patterns_for_run(_tuning("tuning.top_percent=100"), tiny_model)
     listed = {line[2:] for line in everything.splitlines() if line.startswith("- ") and not line.startswith("- ^")}
-    assert listed == {name for name, m in tiny_model.named_modules() if isinstance(getattr(m, "weight", None), torch.nn.Parameter)}
+    assert listed == {
+        name for name, m in tiny_model.named_modules() if isinstance(getattr(m, "weight", None), torch.nn.Parameter)
+    }
     patterns, _ = spectrum.patterns_for_run(_tuning("tuning.top_percent=10"), tiny_model)
     assert patterns == ["^lm_head.weight$", "^model.embed_tokens.weight$"]  # int(2 * 10 / 100) = 0 layers per type
 
@@ -162,15 +187,20 @@ def test_published_style_file_unfreezes_what_re_match_matches(tiny_model, tmp_pa
     path = tmp_path / "snr_results_tiny_unfrozenparameters_50percent.yaml"
     path.write_text(PUBLISHED_STYLE)
     trained = spectrum.freeze(tiny_model, spectrum_yaml.read(path), str(path))
-    assert set(trained) == {"model.embed_tokens.weight", "model.layers.1.input_layernorm.weight",
-                            "model.layers.0.mlp.down_proj.weight"}  # fmt: skip
+    assert set(trained) == {
+        "model.embed_tokens.weight",
+        "model.layers.1.input_layernorm.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    }
     assert tiny_model.lm_head.weight.requires_grad  # tied to the embeddings
 
 
 def test_file_for_another_model_is_refused_before_training(tiny_model, tmp_path):
     path = tmp_path / "qwen3-28-layers.yaml"
     path.write_text(PUBLISHED_STYLE + "- model.layers.27.mlp.down_proj\n")
-    with pytest.raises(ValueError, match=r"1 of 5 patterns match no parameter of this model \(e.g. 'model.layers.27.mlp.down_proj'\)"):
+    with pytest.raises(
+        ValueError, match=r"1 of 5 patterns match no parameter of this model \(e.g. 'model.layers.27.mlp.down_proj'\)"
+    ):
         spectrum.freeze(tiny_model, spectrum_yaml.read(path), str(path))
 
 
@@ -180,7 +210,10 @@ def test_file_for_another_model_is_refused_before_training(tiny_model, tmp_path)
         ("unfrozen_parameters: [\n", "is not valid YAML"),
         ("frozen_parameters:\n- model.norm\n", "must hold a mapping with the key 'unfrozen_parameters'"),
         ("unfrozen_parameters: model.norm\n", "'unfrozen_parameters' must be a non-empty list of patterns"),
-        ("unfrozen_parameters:\n- model.layers.(0\n", "unfrozen_parameters[0] 'model.layers.(0' is not a valid regular expression"),
+        (
+            "unfrozen_parameters:\n- model.layers.(0\n",
+            "unfrozen_parameters[0] 'model.layers.(0' is not a valid regular expression",
+        ),
         ("unfrozen_parameters:\n- model.norm\n- 3\n", "unfrozen_parameters[1] must be a string, got int"),
     ],
 )

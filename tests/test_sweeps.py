@@ -11,17 +11,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from omegaconf import OmegaConf
 
-from conftest import run_cli
 from fcft.report import report
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SMALL = ("method.per_device_train_batch_size=2", "method.gradient_accumulation_steps=1", "method.logging_steps=1",
-         "data.limit=8", "eval.limit=8", "eval.bootstrap_resamples=100")  # fmt: skip
+SMALL = (
+    "method.per_device_train_batch_size=2",
+    "method.gradient_accumulation_steps=1",
+    "method.logging_steps=1",
+    "data.limit=8",
+    "eval.limit=8",
+    "eval.bootstrap_resamples=100",
+)
 
 
 def client(uri):
@@ -31,8 +36,11 @@ def client(uri):
 
 
 def children(uri: str, parent: dict) -> list:
-    return client(uri).search_runs([parent["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{parent['parent_run_id']}'",
-                                   order_by=["attributes.start_time ASC"])  # fmt: skip
+    return client(uri).search_runs(
+        [parent["experiment_id"]],
+        filter_string=f"tags.mlflow.parentRunId = '{parent['parent_run_id']}'",
+        order_by=["attributes.start_time ASC"],
+    )
 
 
 def section(markdown: str, title: str) -> str:
@@ -52,11 +60,31 @@ def mlflow_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner process: a faster start
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=root,
+        env=env,
+        stdout=open(root / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield f"http://127.0.0.1:{port}", process, root
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
@@ -82,8 +110,15 @@ def wait_until_up(server) -> str:
 @pytest.fixture(scope="module")
 def dpo_grid(tmp_path_factory, tiny_dir):
     sweep_dir = tmp_path_factory.mktemp("sweeps") / "dpo_grid"
-    result = run_cli("-m", "method=dpo", "method.beta=0.1,0.5", "method.learning_rate=5e-7,1e-6", "method.max_steps=3",
-                     *SMALL, f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    result = run_cli(
+        "-m",
+        "method=dpo",
+        "method.beta=0.1,0.5",
+        "method.learning_rate=5e-7,1e-6",
+        "method.max_steps=3",
+        *SMALL,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir, result
 
@@ -93,17 +128,25 @@ def test_a_sweep_is_one_mlflow_parent_with_its_jobs_as_children(dpo_grid, mlflow
     parent = json.loads((sweep_dir / "tracking.json").read_text())
     runs = children(mlflow_store, parent)
     assert len(runs) == 4 and all(run.info.status == "FINISHED" for run in runs)
-    assert [(r.data.params["method.beta"], r.data.params["method.learning_rate"]) for r in runs] == \
-        [("0.1", "5e-07"), ("0.1", "1e-06"), ("0.5", "5e-07"), ("0.5", "1e-06")]  # fmt: skip
+    assert [(r.data.params["method.beta"], r.data.params["method.learning_rate"]) for r in runs] == [
+        ("0.1", "5e-07"),
+        ("0.1", "1e-06"),
+        ("0.5", "5e-07"),
+        ("0.5", "1e-06"),
+    ]
     store = client(mlflow_store)
     for job, run in enumerate(runs):
         metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
-        assert metrics["tracking"]["run_id"] == run.info.run_id and run.data.tags["fcft.run_dir"] == str(sweep_dir / str(job))
+        assert metrics["tracking"]["run_id"] == run.info.run_id and run.data.tags["fcft.run_dir"] == str(
+            sweep_dir / str(job)
+        )
         assert run.data.metrics["eval/acc_norm"] == pytest.approx(metrics["eval"]["acc_norm"])
         assert len(store.get_metric_history(run.info.run_id, "train/loss")) == 3
     main = store.get_run(parent["parent_run_id"])
     assert main.info.status == "FINISHED" and main.info.run_name == "dpo_grid" and main.data.metrics["jobs"] == 4
-    assert {"report/report.md", "report/results.csv"} <= {a.path for a in store.list_artifacts(main.info.run_id, "report")}
+    assert {"report/report.md", "report/results.csv"} <= {
+        a.path for a in store.list_artifacts(main.info.run_id, "report")
+    }
 
 
 def test_a_sweep_report_has_every_job_a_csv_and_a_heatmap(dpo_grid):
@@ -111,11 +154,18 @@ def test_a_sweep_report_has_every_job_a_csv_and_a_heatmap(dpo_grid):
     folder = report.reports_root() / "dpo_grid"
     markdown = (folder / "report.md").read_text()
     assert f"fcft: report in {folder}/report.md" in result.stdout
-    assert table_rows(section(markdown, "What was swept")) == [["method.beta", "0.1, 0.5"], ["method.learning_rate", "5e-07, 1e-06"]]
+    assert table_rows(section(markdown, "What was swept")) == [
+        ["method.beta", "0.1, 0.5"],
+        ["method.learning_rate", "5e-07, 1e-06"],
+    ]
     assert "`method=dpo` `method.max_steps=3`" in markdown
     runs = table_rows(section(markdown, "Runs"))
-    assert [row[:4] for row in runs] == [["0", "0.1", "5e-07", "finished"], ["1", "0.1", "1e-06", "finished"],
-                                         ["2", "0.5", "5e-07", "finished"], ["3", "0.5", "1e-06", "finished"]]  # fmt: skip
+    assert [row[:4] for row in runs] == [
+        ["0", "0.1", "5e-07", "finished"],
+        ["1", "0.1", "1e-06", "finished"],
+        ["2", "0.5", "5e-07", "finished"],
+        ["3", "0.5", "1e-06", "finished"],
+    ]
     metrics = json.loads((sweep_dir / "0" / "metrics.json").read_text())["eval"]
     low, high = metrics["acc_norm_ci95"]
     assert runs[0][4] == f"{metrics['acc_norm']:.4f} [{low:.4f}, {high:.4f}]"
@@ -123,16 +173,23 @@ def test_a_sweep_report_has_every_job_a_csv_and_a_heatmap(dpo_grid):
     rows = list(csv.DictReader((folder / "results.csv").open()))
     assert len(rows) == 4 and rows[3]["method.beta"] == "0.5" and float(rows[3]["acc_norm"]) >= 0
     assert rows[0]["mlflow_run_id"] == json.loads((sweep_dir / "0" / "metrics.json").read_text())["tracking"]["run_id"]
-    for name in ("acc_norm_method.beta_x_method.learning_rate.png", "acc_norm_vs_method.beta.png",
-                 "acc_norm_vs_method.learning_rate.png"):  # fmt: skip
+    for name in (
+        "acc_norm_method.beta_x_method.learning_rate.png",
+        "acc_norm_vs_method.beta.png",
+        "acc_norm_vs_method.learning_rate.png",
+    ):
         assert (folder / name).read_bytes()[:8] == PNG and f"]({name})" in markdown
 
 
 def test_a_report_rebuilds_from_the_run_directories(dpo_grid, tmp_path):
     sweep_dir, _ = dpo_grid
     assert report.main([str(sweep_dir), "--out", str(tmp_path / "again")]) == 0
-    assert (tmp_path / "again" / "report.md").read_text() == (report.reports_root() / "dpo_grid" / "report.md").read_text()
-    assert (tmp_path / "again" / "results.csv").read_text() == (report.reports_root() / "dpo_grid" / "results.csv").read_text()
+    assert (tmp_path / "again" / "report.md").read_text() == (
+        report.reports_root() / "dpo_grid" / "report.md"
+    ).read_text()
+    assert (tmp_path / "again" / "results.csv").read_text() == (
+        report.reports_root() / "dpo_grid" / "results.csv"
+    ).read_text()
     assert report.main([str(tmp_path / "nothing")]) == 2 and report.main([str(tmp_path / "again")]) == 2
 
 
@@ -142,8 +199,15 @@ def test_a_report_rebuilds_from_the_run_directories(dpo_grid, tmp_path):
 @pytest.fixture(scope="module")
 def results_table(tmp_path_factory, tiny_dir):
     sweep_dir = tmp_path_factory.mktemp("sweeps") / "results_table"
-    result = run_cli("-m", "+experiment=results_table", "model=tiny,tiny_llama,tiny_blog", "data=sample",
-                     "method.max_steps=2", *SMALL, f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    result = run_cli(
+        "-m",
+        "+experiment=results_table",
+        "model=tiny,tiny_llama,tiny_blog",
+        "data=sample",
+        "method.max_steps=2",
+        *SMALL,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir, result
 
@@ -154,8 +218,11 @@ def test_results_table_runs_base_sft_and_dpo_from_sft_per_model(results_table, m
         stages = json.loads((sweep_dir / str(job) / "stages.json").read_text())["stages"]
         assert [s["name"] for s in stages] == ["base", "sft", "dpo"]
         specs = {s: OmegaConf.load(sweep_dir / str(job) / s / "spec.yaml") for s in ("base", "sft", "dpo")}
-        assert {s: (str(c.model.name), str(c.method.name), str(c.tuning.name)) for s, c in specs.items()} == \
-            {"base": (model, "none", "full"), "sft": (model, "sft", "spectrum"), "dpo": (model, "dpo", "full")}  # fmt: skip
+        assert {s: (str(c.model.name), str(c.method.name), str(c.tuning.name)) for s, c in specs.items()} == {
+            "base": (model, "none", "full"),
+            "sft": (model, "sft", "spectrum"),
+            "dpo": (model, "dpo", "full"),
+        }
         assert specs["dpo"].method.init_from == str(sweep_dir / str(job) / "sft")
         assert (sweep_dir / str(job) / "sft" / "spectrum.yaml").is_file()
     parent = json.loads((sweep_dir / "tracking.json").read_text())
@@ -175,10 +242,16 @@ def test_results_table_report_prints_the_published_layout(results_table):
     assert table.count(header) == 3 and header in result.stdout
     assert [row[0] for row in ours] == ["tiny", "tiny_llama", "tiny_blog"] and all(len(row) == 4 for row in ours)
     dpo = json.loads((sweep_dir / "1" / "dpo" / "metrics.json").read_text())["eval"]
-    assert ours[1][3] == f"{100 * dpo['acc_norm']:.2f}% [{100 * dpo['acc_norm_ci95'][0]:.1f}, {100 * dpo['acc_norm_ci95'][1]:.1f}]"
+    assert (
+        ours[1][3]
+        == f"{100 * dpo['acc_norm']:.2f}% [{100 * dpo['acc_norm_ci95'][0]:.1f}, {100 * dpo['acc_norm_ci95'][1]:.1f}]"
+    )
     assert secondary[1][3].startswith(f"F1 {dpo['macro_f1']:.3f} [") and "halluc. " in secondary[1][3]
-    assert published == [["Llama-3.2-3B-Instruct", "46.50%", "53.41%", "62.67%"], ["Qwen3-0.6B", "47.64%", "56.10%", "62.02%"],
-                         ["Qwen3-1.7B", "41.57%", "60.43%", "71.06%"]]  # fmt: skip
+    assert published == [
+        ["Llama-3.2-3B-Instruct", "46.50%", "53.41%", "62.67%"],
+        ["Qwen3-0.6B", "47.64%", "56.10%", "62.02%"],
+        ["Qwen3-1.7B", "41.57%", "60.43%", "71.06%"],
+    ]
     assert len(table_rows(section(markdown, "Runs"))) == 9
 
 
@@ -187,14 +260,24 @@ def test_results_table_report_prints_the_published_layout(results_table):
 
 def test_optuna_search_maximises_eval_acc_norm(tmp_path, tiny_dir):
     sweep_dir = tmp_path / "dpo_search"
-    result = run_cli("-m", "+experiment=dpo_search", "hydra.sweeper.n_trials=2", "method.max_steps=1", *SMALL,
-                     f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    result = run_cli(
+        "-m",
+        "+experiment=dpo_search",
+        "hydra.sweeper.n_trials=2",
+        "method.max_steps=1",
+        *SMALL,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     scores = {}
     for job in ("0", "1"):
-        overrides = dict(o.split("=", 1) for o in OmegaConf.load(sweep_dir / job / ".hydra" / "overrides.yaml") if "=" in o)
-        assert 0.01 <= float(overrides["method.beta"]) <= 0.5 and 1e-7 <= float(overrides["method.learning_rate"]) <= 1e-5
+        overrides = dict(
+            o.split("=", 1) for o in OmegaConf.load(sweep_dir / job / ".hydra" / "overrides.yaml") if "=" in o
+        )
+        assert (
+            0.01 <= float(overrides["method.beta"]) <= 0.5 and 1e-7 <= float(overrides["method.learning_rate"]) <= 1e-5
+        )
         scores[job] = (json.loads((sweep_dir / job / "metrics.json").read_text())["eval"]["acc_norm"], overrides)
     value, overrides = max(scores.values(), key=lambda s: s[0])
     assert best.best_value == value == max(s[0] for s in scores.values())
@@ -213,9 +296,17 @@ def test_failed_jobs_are_reported_with_their_reason_and_the_others_finish(mlflow
     checkpoints.mkdir()
     (checkpoints / "checkpoint-1").write_text("in the way\n")
     sweep_dir = tmp_path / "failures"
-    result = run_cli("-m", "method=dpo", "method.beta=-1,0.1", f"compute.checkpoint_dir=null,{checkpoints}",
-                     "compute.checkpoint_steps=1", "method.max_steps=1", *SMALL, f"tracking.uri={url}",
-                     f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    result = run_cli(
+        "-m",
+        "method=dpo",
+        "method.beta=-1,0.1",
+        f"compute.checkpoint_dir=null,{checkpoints}",
+        "compute.checkpoint_steps=1",
+        "method.max_steps=1",
+        *SMALL,
+        f"tracking.uri={url}",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "x-mlflow-sm-tracking-server-arn" not in result.stderr and "request headers" not in result.stderr
     markdown = (report.reports_root() / "failures" / "report.md").read_text()
@@ -230,8 +321,10 @@ def test_failed_jobs_are_reported_with_their_reason_and_the_others_finish(mlflow
     parent = json.loads((sweep_dir / "tracking.json").read_text())
     assert parent["uri"] == url
     runs = children(url, parent)
-    assert [(r.data.tags["fcft.run_dir"], r.info.status) for r in runs] == \
-        [(str(sweep_dir / "2"), "FINISHED"), (str(sweep_dir / "3"), "FAILED")]  # fmt: skip
+    assert [(r.data.tags["fcft.run_dir"], r.info.status) for r in runs] == [
+        (str(sweep_dir / "2"), "FINISHED"),
+        (str(sweep_dir / "3"), "FAILED"),
+    ]
     store = client(url)
     assert "error.json" in {a.path for a in store.list_artifacts(runs[1].info.run_id)}
     assert store.get_run(parent["parent_run_id"]).info.status == "FAILED"

@@ -12,15 +12,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, compose
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose
 from fcft import spec as run_spec
 from fcft import tracking
 
 SECRET = "mlflow_secret_do_not_leak_42"
-SMALL = ("compute=cpu", "method.max_steps=2", "method.logging_steps=1", "method.per_device_train_batch_size=2",
-         "method.gradient_accumulation_steps=1", "data.limit=8", "eval.limit=4", "eval.bootstrap_resamples=50")  # fmt: skip
+SMALL = (
+    "compute=cpu",
+    "method.max_steps=2",
+    "method.logging_steps=1",
+    "method.per_device_train_batch_size=2",
+    "method.gradient_accumulation_steps=1",
+    "data.limit=8",
+    "eval.limit=4",
+    "eval.bootstrap_resamples=50",
+)
 
 
 def client(uri):
@@ -89,11 +97,11 @@ def test_a_run_records_its_spec_metrics_and_files(tracked_run, mlflow_store):
     # artifacts, in mlruns/ beside the SQLite file, not in the working directory
     files = artifact_files(store, run.info.run_id)
     assert {"spec.yaml", "metrics.json", "train_log.jsonl", "eval/samples.jsonl", "eval/confusion.png"} <= set(files)
-    assert run.info.artifact_uri.startswith(f"file://{mlflow_store[len('sqlite:///'):].rsplit('/', 1)[0]}/mlruns/")
+    assert run.info.artifact_uri.startswith(f"file://{mlflow_store[len('sqlite:///') :].rsplit('/', 1)[0]}/mlruns/")
     assert store_after == store_before  # the working directory's embedded store was not touched
     # no secret in params, tags or artifacts
     texts = [json.dumps(params), json.dumps(tags)]
-    local = Path(run.info.artifact_uri[len("file://"):])
+    local = Path(run.info.artifact_uri[len("file://") :])
     texts += [p.read_bytes().decode("utf-8", "replace") for p in local.rglob("*") if p.is_file()]
     assert all(SECRET not in text for text in texts)
 
@@ -109,8 +117,9 @@ def test_a_failing_run_ends_failed_with_its_error(tmp_path, tiny_dir, mlflow_sto
     with pytest.raises(DataError):
         worker.run(spec, tmp_path)
     store = client(mlflow_store)
-    (run,) = store.search_runs([store.get_experiment_by_name("fcft").experiment_id],
-                               filter_string=f"tags.`fcft.run_dir` = '{tmp_path}'")  # fmt: skip
+    (run,) = store.search_runs(
+        [store.get_experiment_by_name("fcft").experiment_id], filter_string=f"tags.`fcft.run_dir` = '{tmp_path}'"
+    )
     assert run.info.status == "FAILED"
     assert {"spec.yaml", "error.json"} <= set(artifact_files(store, run.info.run_id))
 
@@ -138,14 +147,22 @@ def test_init_from_takes_an_mlflow_run_id(tracked_run, mlflow_store, tmp_path):
 
 def test_the_embedded_store_and_tracking_none_need_no_mlflow(tmp_path):
     """Validation resolves the default store without creating it or importing mlflow (kept ~1 s)."""
-    code = ("import sys; from omegaconf import OmegaConf; from hydra import compose, initialize_config_dir; "
-            "from fcft import spec; spec.register_schema(); "
-            "ctx = initialize_config_dir(config_dir=sys.argv[1], version_base='1.3'); ctx.__enter__(); "
-            "a = spec.validate(compose('config')); b = spec.validate(compose('config', ['tracking=none'])); "
-            "print(a.tracking.uri, b.tracking.name, b.tracking.uri, 'mlflow' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys; from omegaconf import OmegaConf; from hydra import compose, initialize_config_dir; "
+        "from fcft import spec; spec.register_schema(); "
+        "ctx = initialize_config_dir(config_dir=sys.argv[1], version_base='1.3'); ctx.__enter__(); "
+        "a = spec.validate(compose('config')); b = spec.validate(compose('config', ['tracking=none'])); "
+        "print(a.tracking.uri, b.tracking.name, b.tracking.uri, 'mlflow' in sys.modules)"
+    )
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "conf")], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, check=True).stdout.split()  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "conf")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == [f"sqlite:///{tmp_path}/mlflow.db", "none", "None", "False"]
     assert list(tmp_path.iterdir()) == []  # created on first use only
 
@@ -196,13 +213,18 @@ def test_experiment_stages_are_checked():
     from fcft.runs import stages
 
     def experiment(*stage_list, columns=None):  # as Hydra composes it, on the schema
-        return OmegaConf.merge(OmegaConf.structured(run_spec.ExperimentSpec), {"name": "x", "stages": list(stage_list),
-                               "table": {"columns": columns} if columns else None})  # fmt: skip
+        return OmegaConf.merge(
+            OmegaConf.structured(run_spec.ExperimentSpec),
+            {"name": "x", "stages": list(stage_list), "table": {"columns": columns} if columns else None},
+        )
 
     cases = [
         (experiment(), "experiment.stages: experiment 'x' lists no stages"),
         (experiment({"name": "a"}, {"name": "a"}), "experiment.stages[1].name: 'a' must be a unique directory name"),
-        (experiment({"name": "dpo", "init_from": "sft"}, {"name": "sft"}), "experiment.stages[0].init_from: 'sft' is not an earlier stage"),
+        (
+            experiment({"name": "dpo", "init_from": "sft"}, {"name": "sft"}),
+            "experiment.stages[0].init_from: 'sft' is not an earlier stage",
+        ),
         (experiment({"name": "a"}, columns={"b": "B"}), "experiment.table.columns: 'b' is not a stage; stages: a"),
     ]
     for config, message in cases:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_cli
+
 from fcft import spec as run_spec
 from fcft.data.formats import CATEGORIES
 
@@ -21,13 +21,34 @@ def sft_run(tmp_path_factory, tiny_dir):
 
 def test_cli_run_leaves_the_contract_files(sft_run):
     run_dir, result = sft_run
-    for name in ("spec.yaml", "metrics.json", "eval/samples.jsonl", "model/config.json", "model/model.safetensors",
-                 "model/tokenizer.json", "train_log.jsonl"):  # fmt: skip
+    for name in (
+        "spec.yaml",
+        "metrics.json",
+        "eval/samples.jsonl",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "train_log.jsonl",
+    ):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 5 and metrics["train"]["loss"] > 0
-    assert set(metrics["eval"]) == {"acc", "acc_norm", "acc_norm_ci95", "macro_f1", "macro_f1_ci95", "n", "format",
-                                    "tool_hallucination_rate", "confusion", "backend"} and metrics["eval"]["n"] == 48
+    assert (
+        set(metrics["eval"])
+        == {
+            "acc",
+            "acc_norm",
+            "acc_norm_ci95",
+            "macro_f1",
+            "macro_f1_ci95",
+            "n",
+            "format",
+            "tool_hallucination_rate",
+            "confusion",
+            "backend",
+        }
+        and metrics["eval"]["n"] == 48
+    )
     samples = [json.loads(line) for line in (run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 48
     assert {"uuid", "gold", "predicted", "loglikelihoods"} <= set(samples[0])
@@ -93,8 +114,9 @@ def test_failed_run_leaves_error_json_and_no_metrics(tmp_path, tiny_dir):
 
 
 def test_multirun_runs_one_job_per_value(tmp_path):
-    result = run_cli("-m", "method.learning_rate=1e-4,5e-4", "method.max_steps=3", "eval.limit=8",
-                     f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    result = run_cli(
+        "-m", "method.learning_rate=1e-4,5e-4", "method.max_steps=3", "eval.limit=8", f"hydra.sweep.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rates = sorted(run_spec.load(tmp_path / str(i) / "spec.yaml").method.learning_rate for i in (0, 1))
     assert rates == [1e-4, 5e-4]

@@ -89,8 +89,10 @@ def show(spec, index: int) -> int:
         print(f"== test: {missing} ==")
         return 2
     item = mcq_item(test_row, eval_format)
-    choices = {f"choice {i} {c}" + (" (gold)" if i == item.gold else ""): text
-               for i, (c, text) in enumerate(zip(formats.CATEGORIES, item.choices))}  # fmt: skip
+    choices = {
+        f"choice {i} {c}" + (" (gold)" if i == item.gold else ""): text
+        for i, (c, text) in enumerate(zip(formats.CATEGORIES, item.choices))
+    }
     _section(f"test row {index} (uuid {item.uuid}), format {eval_format.name}", {"prompt": item.prompt, **choices})
 
     trained = sft_example(training_row(test_row), train_format)
@@ -100,10 +102,14 @@ def show(spec, index: int) -> int:
     print(f"training prompt == evaluation prompt: {'yes' if same else 'NO'}")
     print(f"training text starts with the evaluation prompt: {'yes' if prefix else 'NO'}")
     if not same:
-        at = next((i for i, (a, b) in enumerate(zip(trained["prompt"], item.prompt)) if a != b),
-                  min(len(trained["prompt"]), len(item.prompt)))  # fmt: skip
-        print(f"first difference at character {at}: training {trained['prompt'][at:at + 40]!r} "
-              f"vs evaluation {item.prompt[at:at + 40]!r}")  # fmt: skip
+        at = next(
+            (i for i, (a, b) in enumerate(zip(trained["prompt"], item.prompt)) if a != b),
+            min(len(trained["prompt"]), len(item.prompt)),
+        )
+        print(
+            f"first difference at character {at}: training {trained['prompt'][at : at + 40]!r} "
+            f"vs evaluation {item.prompt[at : at + 40]!r}"
+        )
     return 0 if same and prefix else 1
 
 

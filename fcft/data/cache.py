@@ -53,7 +53,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     else:  # a tokenizer without a `tokenizers` backend: hash the files it saves
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer.save_pretrained(tmp)
-            text = "".join(f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in sorted(Path(tmp).iterdir()))
+            text = "".join(
+                f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in sorted(Path(tmp).iterdir())
+            )
     return f"{type(tokenizer).__name__}|{hashlib.sha256(text.encode()).hexdigest()}"
 
 

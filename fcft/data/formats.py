@@ -144,9 +144,13 @@ def _parse_json_calls(text: str) -> Optional[list[dict]]:
 
 
 QWEN2_5 = Format(
-    name="qwen2_5", version="1", end_of_turn="<|im_end|>",
-    prompt=_qwen_prompt, tool_calls=_json_calls, parse_calls=_parse_json_calls,
-)  # fmt: skip
+    name="qwen2_5",
+    version="1",
+    end_of_turn="<|im_end|>",
+    prompt=_qwen_prompt,
+    tool_calls=_json_calls,
+    parse_calls=_parse_json_calls,
+)
 
 
 # --- llama3_2: NVIDIA's when2call-llama3_2 ---------------------------------------------------------------
@@ -258,9 +262,13 @@ def _pythonic_value(text: str, i: int) -> tuple[object, int]:
 
 
 LLAMA3_2 = Format(
-    name="llama3_2", version="1", end_of_turn="<|eot_id|>",
-    prompt=_llama_prompt, tool_calls=_pythonic_calls, parse_calls=_parse_pythonic_calls,
-)  # fmt: skip
+    name="llama3_2",
+    version="1",
+    end_of_turn="<|eot_id|>",
+    prompt=_llama_prompt,
+    tool_calls=_pythonic_calls,
+    parse_calls=_parse_pythonic_calls,
+)
 
 
 # --- blog: the published AWS recipe's SFT format ----------------------------------------------------------
@@ -273,7 +281,9 @@ BLOG_SYSTEM = (
     "Use the following tools or function calls as required:\n    {tools}\n    "
 )
 # TRL's ChatML template (setup_chat_format), rendered for [system, user] with add_generation_prompt=True.
-CHATML_PROMPT = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+CHATML_PROMPT = (
+    "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
 def _blog_prompt(tools: list[str], question: str) -> str:
@@ -290,9 +300,13 @@ def _blog_prompt(tools: list[str], question: str) -> str:
 # to the Llama tokenizer). Tool calls keep the data's own `<TOOLCALL>[...]</TOOLCALL>` encoding; the MCQ
 # tool-call choice is the test row's call in that encoding.
 BLOG = Format(
-    name="blog", version="1", end_of_turn="<|im_end|>",
-    prompt=_blog_prompt, tool_calls=_toolcall_calls, parse_calls=_parse_toolcall_calls,
-)  # fmt: skip
+    name="blog",
+    version="1",
+    end_of_turn="<|im_end|>",
+    prompt=_blog_prompt,
+    tool_calls=_toolcall_calls,
+    parse_calls=_parse_toolcall_calls,
+)
 
 FORMATS: dict[str, Format] = {f.name: f for f in (QWEN2_5, LLAMA3_2, BLOG)}
 

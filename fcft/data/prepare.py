@@ -33,7 +33,10 @@ def answer_text(answer: str, fmt: Format) -> str:
 
 
 def sft_example(row: dict, fmt: Format) -> dict:
-    return {"prompt": fmt.prompt(row["tools"], row["question"]), "completion": answer_text(row["answer"], fmt) + fmt.end_of_turn}
+    return {
+        "prompt": fmt.prompt(row["tools"], row["question"]),
+        "completion": answer_text(row["answer"], fmt) + fmt.end_of_turn,
+    }
 
 
 def pref_example(row: dict, fmt: Format) -> dict:
@@ -102,13 +105,16 @@ def split_tokens(tokenizer, prompts: list[str], completions: list[str]) -> list[
         plain = _split_plainly(tokenizer, [prompts[i] for i in cut], [completions[i] for i in cut])
         checked = _SHORTCUT_OK[tokenizer] = [fast[i] for i in cut] == plain
         if not checked:
-            log.warning("%s doesn't encode the text between its added tokens piece by piece: "
-                        "encoding each prompt twice (slower)", type(tokenizer).__name__)  # fmt: skip
+            log.warning(
+                "%s doesn't encode the text between its added tokens piece by piece: "
+                "encoding each prompt twice (slower)",
+                type(tokenizer).__name__,
+            )
     return fast if checked is not False else _split_plainly(tokenizer, prompts, completions)
 
 
-_SHORTCUT_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_BOUNDARIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SHORTCUT_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BOUNDARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TAIL_WINDOW = 256  # characters searched for the prompt's last added token
 
 
@@ -125,9 +131,10 @@ def _boundary_pattern(tokenizer):
     pattern = _BOUNDARIES.get(tokenizer)
     if pattern is None:
         tokens = [
-            t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()
+            t.content
+            for t in getattr(tokenizer, "added_tokens_decoder", {}).values()
             if not (t.lstrip or t.rstrip or t.single_word or t.normalized)
-        ]  # fmt: skip
+        ]
         alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
         pattern = _BOUNDARIES[tokenizer] = re.compile(alternatives) if alternatives else None
     return pattern
@@ -151,10 +158,7 @@ def _assemble(tokenizer, pieces: list[tuple[str, str, str]]) -> list[tuple[list[
     head_ids = dict(zip(heads, tokenizer(heads, add_special_tokens=False)["input_ids"]))
     tail_ids = tokenizer([tail for _, tail, _ in pieces], add_special_tokens=False)["input_ids"]
     rest_ids = tokenizer([rest for _, _, rest in pieces], add_special_tokens=False)["input_ids"]
-    return [
-        (head_ids[head] + tail, rest[len(tail) :])
-        for (head, _, _), tail, rest in zip(pieces, tail_ids, rest_ids)
-    ]  # fmt: skip
+    return [(head_ids[head] + tail, rest[len(tail) :]) for (head, _, _), tail, rest in zip(pieces, tail_ids, rest_ids)]
 
 
 def tokenize_sft(batch: dict, tokenizer, max_length: int) -> dict:
@@ -191,8 +195,9 @@ class _Part:
 
 
 SFT = _Part("SFT", sft_example, tokenize_sft, {"input_ids": "int32", "completion_mask": "int8"})
-PREFERENCE = _Part("preference", pref_example, tokenize_pref,
-                   {"prompt_ids": "int32", "chosen_ids": "int32", "rejected_ids": "int32"})  # fmt: skip
+PREFERENCE = _Part(
+    "preference", pref_example, tokenize_pref, {"prompt_ids": "int32", "chosen_ids": "int32", "rejected_ids": "int32"}
+)
 
 
 def sft_dataset(rows: list[dict], fmt: Format, tokenizer, max_length: int, use_cache: bool = True):
@@ -221,8 +226,13 @@ def prepared(part: _Part, rows: list[dict], fmt: Format, tokenizer, max_length: 
     else:
         dataset, meta = build()
     if meta["kept"] < meta["rows"]:
-        log.warning("%d of %d %s rows are longer than model.max_length=%d tokens and were left out",
-                    meta["rows"] - meta["kept"], meta["rows"], part.name, max_length)  # fmt: skip
+        log.warning(
+            "%d of %d %s rows are longer than model.max_length=%d tokens and were left out",
+            meta["rows"] - meta["kept"],
+            meta["rows"],
+            part.name,
+            max_length,
+        )
     if not meta["kept"]:
         raise DataError(f"every {part.name} row is longer than model.max_length={max_length} tokens")
     return dataset

@@ -59,7 +59,9 @@ def load_part(data, part: str, limit: Optional[int] = None) -> Loaded:
                 raise DataError(message + " (data.on_bad_row=skip skips such rows)") from None
             loaded.skipped.append(message)
     if not loaded.rows:
-        raise DataError(f"{source}: no usable {part} rows" + (f" ({len(loaded.skipped)} skipped)" if loaded.skipped else ""))
+        raise DataError(
+            f"{source}: no usable {part} rows" + (f" ({len(loaded.skipped)} skipped)" if loaded.skipped else "")
+        )
     return loaded
 
 
@@ -198,14 +200,20 @@ def _message(row: dict, key: str, index: Optional[int], role: str) -> str:
 
 
 def _sft_row(row: Any) -> dict:
-    return {"tools": _tools(row), "question": _message(row, "messages", 0, "user"),
-            "answer": _answer(_message(row, "messages", 1, "assistant"), "messages[1].content")}  # fmt: skip
+    return {
+        "tools": _tools(row),
+        "question": _message(row, "messages", 0, "user"),
+        "answer": _answer(_message(row, "messages", 1, "assistant"), "messages[1].content"),
+    }
 
 
 def _pref_row(row: Any) -> dict:
-    return {"tools": _tools(row), "question": _message(row, "messages", 0, "user"),
-            "chosen": _answer(_message(row, "chosen_response", None, "assistant"), "chosen_response.content"),
-            "rejected": _answer(_message(row, "rejected_response", None, "assistant"), "rejected_response.content")}  # fmt: skip
+    return {
+        "tools": _tools(row),
+        "question": _message(row, "messages", 0, "user"),
+        "chosen": _answer(_message(row, "chosen_response", None, "assistant"), "chosen_response.content"),
+        "rejected": _answer(_message(row, "rejected_response", None, "assistant"), "rejected_response.content"),
+    }
 
 
 def _test_row(row: Any) -> dict:
@@ -216,8 +224,13 @@ def _test_row(row: Any) -> dict:
     correct = _require(row, "correct_answer", str)
     if correct not in CATEGORIES:
         raise DataError(f"field 'correct_answer' is '{correct}'; valid: {', '.join(CATEGORIES)}")
-    return {**row, "uuid": str(_require(row, "uuid", (str, int))), "question": _require(row, "question", str),
-            "tools": _tools(row), "answers": {**{c: answers[c] for c in CATEGORIES}, "tool_call": _tool_call_answer(answers)}}  # fmt: skip
+    return {
+        **row,
+        "uuid": str(_require(row, "uuid", (str, int))),
+        "question": _require(row, "question", str),
+        "tools": _tools(row),
+        "answers": {**{c: answers[c] for c in CATEGORIES}, "tool_call": _tool_call_answer(answers)},
+    }
 
 
 NORMALISERS = {"train_sft": _sft_row, "train_pref": _pref_row, "test": _test_row}

@@ -25,9 +25,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from fcft.eval import metrics as mcq_metrics
 from fcft.data.formats import CATEGORIES
 from fcft.data.prepare import McqItem
+from fcft.eval import metrics as mcq_metrics
 
 TASK = "fcft-when2call"
 MISSING = "eval.backend=lm_eval needs lm-evaluation-harness: pip install 'fcft[eval]'"
@@ -84,13 +84,21 @@ def run(model, tokenizer, items: list[McqItem], batch_size: int, max_length: int
     with tempfile.TemporaryDirectory(prefix="fcft-lm-eval-") as tmp:
         write_task(items, Path(tmp))
         lm = HFLM(
-            pretrained=model, tokenizer=tokenizer, batch_size=batch_size * len(CATEGORIES), max_length=max_length,
-            add_bos_token=False, softmax_dtype=torch.float32,
-        )  # fmt: skip
+            pretrained=model,
+            tokenizer=tokenizer,
+            batch_size=batch_size * len(CATEGORIES),
+            max_length=max_length,
+            add_bos_token=False,
+            softmax_dtype=torch.float32,
+        )
         output = simple_evaluate(
-            model=lm, tasks=[TASK], task_manager=TaskManager(include_path=tmp, include_defaults=False),
-            num_fewshot=0, log_samples=True, bootstrap_iters=0,
-        )  # fmt: skip
+            model=lm,
+            tasks=[TASK],
+            task_manager=TaskManager(include_path=tmp, include_defaults=False),
+            num_fewshot=0,
+            log_samples=True,
+            bootstrap_iters=0,
+        )
     samples = sorted(output["samples"][TASK], key=lambda s: s["doc_id"])
     if [s["doc"]["uuid"] for s in samples] != [i.uuid for i in items]:
         raise RuntimeError(f"lm-eval returned {len(samples)} samples that don't match the {len(items)} rows given")

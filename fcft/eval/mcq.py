@@ -22,9 +22,9 @@ import logging
 import math
 from dataclasses import dataclass
 
-from fcft.eval import metrics as mcq_metrics
 from fcft.data.formats import CATEGORIES
 from fcft.data.prepare import McqItem, split_tokens
+from fcft.eval import metrics as mcq_metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,14 @@ _TOKENIZER_INFINITY = 10**30  # transformers' "no limit" model_max_length is ~1e
 
 
 def evaluate(
-    model, tokenizer, items: list[McqItem], batch_size: int = 8, backend: str = "fcft",
-    resamples: int = 1000, seed: int = 0,
-) -> tuple[dict, list[dict]]:  # fmt: skip
+    model,
+    tokenizer,
+    items: list[McqItem],
+    batch_size: int = 8,
+    backend: str = "fcft",
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[dict, list[dict]]:
     """(metrics, samples) for the items; samples hold one dict per item in input order."""
     max_length = context_length(model, tokenizer)
     if backend == "lm_eval":
@@ -55,10 +60,15 @@ def summarise(items: list[McqItem], loglikelihoods: list[list[float]], resamples
     lengths = [[len(choice) for choice in item.choices] for item in items]
     predicted, predicted_norm = mcq_metrics.predictions(loglikelihoods, lengths)
     samples = [
-        {"uuid": item.uuid, "gold": CATEGORIES[item.gold], "predicted": CATEGORIES[pred],
-         "predicted_norm": CATEGORIES[pred_norm], "loglikelihoods": list(lls)}
+        {
+            "uuid": item.uuid,
+            "gold": CATEGORIES[item.gold],
+            "predicted": CATEGORIES[pred],
+            "predicted_norm": CATEGORIES[pred_norm],
+            "loglikelihoods": list(lls),
+        }
         for item, pred, pred_norm, lls in zip(items, predicted, predicted_norm, loglikelihoods)
-    ]  # fmt: skip
+    ]
     gold = [item.gold for item in items]
     has_tools = [item.has_tools for item in items]
     return mcq_metrics.summary(gold, predicted, predicted_norm, has_tools, resamples, seed), samples
@@ -92,7 +102,9 @@ class _Group:
     continuations: list[list[int]]
 
 
-def score(model, tokenizer, items: list[McqItem], batch_size: int = 8, max_length: int | None = None) -> list[list[float]]:
+def score(
+    model, tokenizer, items: list[McqItem], batch_size: int = 8, max_length: int | None = None
+) -> list[list[float]]:
     """Sum of log-probabilities of each choice's tokens after its prompt; one list of 4 per item.
 
     Rows are sorted by prompt length and taken `batch_size` at a time. The prompts run once, right-padded
@@ -119,7 +131,7 @@ def score(model, tokenizer, items: list[McqItem], batch_size: int = 8, max_lengt
                 pending = sorted(
                     ((g, k) for g, group in enumerate(batch) for k in range(len(group.continuations))),
                     key=lambda gk: -len(batch[gk[0]].continuations[gk[1]]),
-                )  # fmt: skip
+                )
                 for first in range(0, len(pending), batch_size):
                     chunk = pending[first : first + batch_size]
                     sums = prompts.continuation_logprobs([(g, batch[g].continuations[k]) for g, k in chunk])
@@ -146,14 +158,21 @@ def _groups(tokenizer, items: list[McqItem], max_length: int) -> list[_Group]:
             continue
         for choice, (ctx, cont) in enumerate(pairs):
             if len(cont) > max_length:
-                raise ValueError(f"test row {item.uuid}: choice {CATEGORIES[choice]} alone is {len(cont)} tokens, "
-                                 f"longer than the model's maximum length {max_length}")  # fmt: skip
+                raise ValueError(
+                    f"test row {item.uuid}: choice {CATEGORIES[choice]} alone is {len(cont)} tokens, "
+                    f"longer than the model's maximum length {max_length}"
+                )
             keep = max_length + 1 - len(cont)
             groups.append(_Group(index, [choice], ctx[-keep:], [cont]))
         truncated += longest > max_length + 1
     if truncated:
-        log.warning("%d of %d test rows are longer than the model's maximum length (%d tokens): their prompts "
-                    "lose tokens from the left, as lm-eval does", truncated, len(items), max_length)  # fmt: skip
+        log.warning(
+            "%d of %d test rows are longer than the model's maximum length (%d tokens): their prompts "
+            "lose tokens from the left, as lm-eval does",
+            truncated,
+            len(items),
+            max_length,
+        )
     return groups
 
 
@@ -195,9 +214,12 @@ class _PromptCache:
         positions = self.lengths[rows][:, None] + torch.arange(width)[None, :]
         cache = {} if self.cache is None else {self.cache_argument: _rows_of(self.cache, rows.to(self.device))}
         logits = self.model(
-            input_ids=ids.to(self.device), attention_mask=mask.long().to(self.device),
-            position_ids=positions.to(self.device), use_cache=self.cache is not None, **cache,
-        ).logits  # fmt: skip
+            input_ids=ids.to(self.device),
+            attention_mask=mask.long().to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=self.cache is not None,
+            **cache,
+        ).logits
         sums = []
         for r, (_, cont) in enumerate(requests):
             logprobs = torch.log_softmax(logits[r, : len(cont)].float(), dim=-1)
@@ -213,8 +235,10 @@ def _new_cache(model):
 
     cache = DynamicCache(config=model.config)
     if any(type(layer) is not DynamicLayer for layer in cache.layers):
-        raise ValueError(f"{type(model).__name__} has sliding-window or other non-full attention layers, which "
-                         "fcft's cached scorer doesn't handle: use eval.backend=lm_eval")  # fmt: skip
+        raise ValueError(
+            f"{type(model).__name__} has sliding-window or other non-full attention layers, which "
+            "fcft's cached scorer doesn't handle: use eval.backend=lm_eval"
+        )
     return cache
 
 

@@ -72,7 +72,9 @@ def tool_hallucination_rate(gold: np.ndarray, predicted: np.ndarray, has_tools: 
     return float((predicted[eligible] == TOOL_CALL).mean())
 
 
-def bootstrap_ci(gold: np.ndarray, predicted: np.ndarray, predicted_norm: np.ndarray, resamples: int, seed: int) -> dict:
+def bootstrap_ci(
+    gold: np.ndarray, predicted: np.ndarray, predicted_norm: np.ndarray, resamples: int, seed: int
+) -> dict:
     """95% percentile intervals [low, high] for acc_norm and macro_f1, resampling rows with replacement."""
     rng = np.random.default_rng(seed)
     n = len(gold)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Sequence
 
 
-
 def confusion(confusion: dict, path: Path, title: str = "") -> Path:
     """`confusion` as metrics.json holds it: {"true:<category>": {"pred:<category>": count}}."""
     import numpy as np
@@ -34,8 +33,14 @@ def confusion(confusion: dict, path: Path, title: str = "") -> Path:
     high = counts.max() or 1
     for i in range(len(rows)):
         for j in range(len(cols)):
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
-                    color="white" if counts[i, j] > high / 2 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if counts[i, j] > high / 2 else "black",
+            )
     ax.set_title(title or "confusion matrix", fontsize=10)
     return _save(fig, path)
 
@@ -53,8 +58,13 @@ def metric_vs(points: Sequence[dict], param: str, metric: str, path: Path, conne
         for series in _ordered(p["series"] for p in mine):
             line = sorted((p for p in mine if p["series"] == series), key=lambda p: p["x"])
             xs, ys = [p["x"] for p in line], [p["y"] for p in line]
-            errors = [[y - p.get("low", y) for p, y in zip(line, ys)], [p.get("high", y) - y for p, y in zip(line, ys)]]
-            ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label=series or None, linestyle="-" if connect else "none")
+            errors = [
+                [y - p.get("low", y) for p, y in zip(line, ys)],
+                [p.get("high", y) - y for p, y in zip(line, ys)],
+            ]
+            ax.errorbar(
+                xs, ys, yerr=errors, marker="o", capsize=4, label=series or None, linestyle="-" if connect else "none"
+            )
         _value_axis(ax, [p["x"] for p in mine])
         ax.set_xlabel(param)
         ax.set_ylabel(metric)
@@ -95,8 +105,15 @@ def heatmap(points: Sequence[dict], x_param: str, y_param: str, metric: str, pat
         for i in range(len(ys)):
             for j in range(len(xs)):
                 text = "failed" if math.isnan(grid[i, j]) else f"{grid[i, j]:.3f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                        color="black" if not math.isnan(grid[i, j]) and grid[i, j] > (low + high) / 2 else "white")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="black" if not math.isnan(grid[i, j]) and grid[i, j] > (low + high) / 2 else "white",
+                )
     fig.colorbar(image, ax=list(axes), label=metric)
     fig.suptitle(f"{metric} over {x_param} x {y_param}", fontsize=11)
     return _save(fig, path)
@@ -137,4 +154,3 @@ def _value_axis(ax, xs: Sequence[float]) -> None:
 
 def _number(value: float) -> str:
     return f"{value:g}"
-

@@ -149,10 +149,18 @@ def _plots(rows: list[Row], swept: list[str], folder: Path) -> list[tuple[str, s
     written = []
     for key in numeric:
         others = [k for k in swept if k != key and k != "model"]
-        points = [dict(model=r.model or "?", x=number(r.values[key]), y=r.eval[METRIC],
-                       low=(r.eval.get(f"{METRIC}_ci95") or [r.eval[METRIC]] * 2)[0],
-                       high=(r.eval.get(f"{METRIC}_ci95") or [r.eval[METRIC]] * 2)[1],
-                       series=_series(r, others)) for r in scored if key in r.values]  # fmt: skip
+        points = [
+            dict(
+                model=r.model or "?",
+                x=number(r.values[key]),
+                y=r.eval[METRIC],
+                low=(r.eval.get(f"{METRIC}_ci95") or [r.eval[METRIC]] * 2)[0],
+                high=(r.eval.get(f"{METRIC}_ci95") or [r.eval[METRIC]] * 2)[1],
+                series=_series(r, others),
+            )
+            for r in scored
+            if key in r.values
+        ]
         if not points:
             continue
         connect = len({p["series"] for p in points}) <= MAX_SERIES
@@ -164,8 +172,11 @@ def _plots(rows: list[Row], swept: list[str], folder: Path) -> list[tuple[str, s
         written.append((f"{METRIC} against {key}", name))
     if len(numeric) == 2:
         x_key, y_key = numeric
-        grid = [dict(model=r.model or "?", x=number(r.values[x_key]), y=number(r.values[y_key]),
-                     value=r.eval.get(METRIC)) for r in rows if x_key in r.values and y_key in r.values]  # fmt: skip
+        grid = [
+            dict(model=r.model or "?", x=number(r.values[x_key]), y=number(r.values[y_key]), value=r.eval.get(METRIC))
+            for r in rows
+            if x_key in r.values and y_key in r.values
+        ]
         if grid and _is_grid(grid):
             name = f"{METRIC}_{_file_part(x_key)}_x_{_file_part(y_key)}.png"
             plots.heatmap(grid, x_key, y_key, METRIC, folder / name)
@@ -174,7 +185,9 @@ def _plots(rows: list[Row], swept: list[str], folder: Path) -> list[tuple[str, s
 
 
 def _series(row: Row, others: list[str]) -> str:
-    parts = ([f"stage={row.outcome.stage}"] if row.outcome.stage else []) + [f"{k}={row.values.get(k)}" for k in others]
+    parts = ([f"stage={row.outcome.stage}"] if row.outcome.stage else []) + [
+        f"{k}={row.values.get(k)}" for k in others
+    ]
     return " ".join(parts)
 
 
@@ -221,7 +234,11 @@ def _results_table(rows: list[Row]) -> str:
         row = cell.get((model, stage))
         if row is None or not row.outcome.ok:
             return "-"
-        f1, interval, halluc = row.eval.get("macro_f1"), row.eval.get("macro_f1_ci95"), row.eval.get("tool_hallucination_rate")
+        f1, interval, halluc = (
+            row.eval.get("macro_f1"),
+            row.eval.get("macro_f1_ci95"),
+            row.eval.get("tool_hallucination_rate"),
+        )
         f1_text = f"{f1:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if f1 is not None and interval else _num(f1)
         return f"F1 {f1_text}; halluc. {_pct(halluc, 1) if halluc is not None else 'n/a'}"
 
@@ -229,18 +246,27 @@ def _results_table(rows: list[Row]) -> str:
         return (published.get(model) or {}).get("label") or model
 
     header = ["Model", *columns.values()]
-    lines = [f"### {title} (95% intervals), ours beside the published numbers", "",
-             _md_table(header, [[label(m), *(ours(m, s) for s in columns)] for m in models]), "",
-             f"### Macro-F1 (95% interval) and tool hallucination rate", "",
-             _md_table(header, [[label(m), *(secondary(m, s) for s in columns)] for m in models])]  # fmt: skip
+    lines = [
+        f"### {title} (95% intervals), ours beside the published numbers",
+        "",
+        _md_table(header, [[label(m), *(ours(m, s) for s in columns)] for m in models]),
+        "",
+        "### Macro-F1 (95% interval) and tool hallucination rate",
+        "",
+        _md_table(header, [[label(m), *(secondary(m, s) for s in columns)] for m in models]),
+    ]
     if published:
-        rows_published = [[p.get("label") or m, *(f"{p['values'][s]:.2f}%" if s in p.get("values", {}) else "-"
-                                                   for s in columns)] for m, p in published.items()]  # fmt: skip
+        rows_published = [
+            [p.get("label") or m, *(f"{p['values'][s]:.2f}%" if s in p.get("values", {}) else "-" for s in columns)]
+            for m, p in published.items()
+        ]
         lines += ["", f"### Published ({title})", "", _md_table(header, rows_published)]
     unmatched = [m for m in models if m not in published]
     if published and unmatched:
-        lines += ["", f"No published row for {', '.join(unmatched)}: the published numbers are for "
-                      f"{', '.join(published)}."]  # fmt: skip
+        lines += [
+            "",
+            f"No published row for {', '.join(unmatched)}: the published numbers are for {', '.join(published)}.",
+        ]
     return "\n".join(lines)
 
 
@@ -250,33 +276,56 @@ def _results_table(rows: list[Row]) -> str:
 def _markdown(sweep_dir: Path, rows: list[Row], swept: list[str], fixed: list[str], plots: list, table: str) -> str:
     failed = [r for r in rows if not r.outcome.ok]
     staged = any(r.outcome.stage for r in rows)
-    lines = [f"# Sweep {outcomes.sweep_name(sweep_dir)}", "",
-             f"Sweep directory: `{Path(sweep_dir).absolute()}`  ", f"{len(rows)} runs: {len(rows) - len(failed)} finished, "
-             f"{len(failed)} failed.", ""]  # fmt: skip
+    lines = [
+        f"# Sweep {outcomes.sweep_name(sweep_dir)}",
+        "",
+        f"Sweep directory: `{Path(sweep_dir).absolute()}`  ",
+        f"{len(rows)} runs: {len(rows) - len(failed)} finished, {len(failed)} failed.",
+        "",
+    ]
     parent = tracking.sweep_parent(sweep_dir)
     if parent:
         lines += [f"MLflow parent run `{parent['parent_run_id']}` ({parent.get('url') or parent['uri']}).", ""]
     lines += ["## What was swept", ""]
     if swept:
-        lines.append(_md_table(["parameter", "values"], [[k, ", ".join(dict.fromkeys(r.values[k] for r in rows if k in r.values))]
-                                                         for k in swept]))  # fmt: skip
+        lines.append(
+            _md_table(
+                ["parameter", "values"],
+                [[k, ", ".join(dict.fromkeys(r.values[k] for r in rows if k in r.values))] for k in swept],
+            )
+        )
     else:
         lines.append("Nothing: every run has the same overrides.")
     if fixed:
         lines += ["", "The same for every run: " + " ".join(f"`{o}`" for o in fixed)]
     experiment = next((r.experiment for r in rows if r.experiment), None)
     if experiment and experiment.get("stages"):
-        steps = [f"{s['name']} (`{' '.join(s.get('overrides') or [])}`{', from ' + s['init_from'] if s.get('init_from') else ''})"
-                 for s in experiment["stages"]]  # fmt: skip
+        steps = [
+            f"{s['name']} (`{' '.join(s.get('overrides') or [])}`"
+            f"{', from ' + s['init_from'] if s.get('init_from') else ''})"
+            for s in experiment["stages"]
+        ]
         lines += ["", f"Each job ran the stages of experiment {experiment.get('name')}, in order: {'; '.join(steps)}."]
     if table:
         lines += ["", "## Results table", "", table]
-    header = ["job", *(["stage"] if staged else []), *swept, "status", "acc_norm [95% CI]", "macro_f1 [95% CI]",
-              "halluc.", "acc", "n", "train loss"]  # fmt: skip
+    header = [
+        "job",
+        *(["stage"] if staged else []),
+        *swept,
+        "status",
+        "acc_norm [95% CI]",
+        "macro_f1 [95% CI]",
+        "halluc.",
+        "acc",
+        "n",
+        "train loss",
+    ]
     lines += ["", "## Runs", "", _md_table(header, [_cells(r, swept, staged) for r in rows])]
     lines += ["", "## Best run", "", _best(rows, swept)]
     lines += ["", "## Failures", ""]
-    lines += [f"- **{r.outcome.job}** ({_changed(r, swept) or 'no swept values'}): {r.outcome.status}" for r in failed] or ["None."]
+    lines += [
+        f"- **{r.outcome.job}** ({_changed(r, swept) or 'no swept values'}): {r.outcome.status}" for r in failed
+    ] or ["None."]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{title}]({name})" for title, name in plots]
     return "\n".join(lines) + "\n"
@@ -285,9 +334,18 @@ def _markdown(sweep_dir: Path, rows: list[Row], swept: list[str], fixed: list[st
 def _cells(row: Row, swept: list[str], staged: bool) -> list[str]:
     ev = row.eval
     status = "finished" if row.outcome.ok else "failed"
-    return [row.outcome.job, *([row.outcome.stage] if staged else []), *(row.values.get(k, "") for k in swept), status,
-            _with_interval(ev.get("acc_norm"), ev.get("acc_norm_ci95")), _with_interval(ev.get("macro_f1"), ev.get("macro_f1_ci95")),
-            _num(ev.get("tool_hallucination_rate")), _num(ev.get("acc")), str(ev.get("n", "")), _num(row.train.get("loss"))]  # fmt: skip
+    return [
+        row.outcome.job,
+        *([row.outcome.stage] if staged else []),
+        *(row.values.get(k, "") for k in swept),
+        status,
+        _with_interval(ev.get("acc_norm"), ev.get("acc_norm_ci95")),
+        _with_interval(ev.get("macro_f1"), ev.get("macro_f1_ci95")),
+        _num(ev.get("tool_hallucination_rate")),
+        _num(ev.get("acc")),
+        str(ev.get("n", "")),
+        _num(row.train.get("loss")),
+    ]
 
 
 def _best(rows: list[Row], swept: list[str]) -> str:
@@ -295,37 +353,80 @@ def _best(rows: list[Row], swept: list[str]) -> str:
     if not scored:
         return "No run was scored."
     best = max(scored, key=lambda r: r.eval[METRIC])
-    text = (f"**{best.outcome.job}** ({_changed(best, swept) or 'the only setting'}): {METRIC} "
-            f"{_with_interval(best.eval[METRIC], best.eval.get(f'{METRIC}_ci95'))}, run directory `{best.outcome.run_dir}`.")  # fmt: skip
+    text = (
+        f"**{best.outcome.job}** ({_changed(best, swept) or 'the only setting'}): {METRIC} "
+        f"{_with_interval(best.eval[METRIC], best.eval.get(f'{METRIC}_ci95'))}, "
+        f"run directory `{best.outcome.run_dir}`."
+    )
     low = (best.eval.get(f"{METRIC}_ci95") or [None])[0]
-    close = [r.outcome.job for r in scored if r is not best and low is not None
-             and (r.eval.get(f"{METRIC}_ci95") or [0, -1])[1] >= low]  # fmt: skip
+    close = [
+        r.outcome.job
+        for r in scored
+        if r is not best and low is not None and (r.eval.get(f"{METRIC}_ci95") or [0, -1])[1] >= low
+    ]
     if close:
         text += f" Its 95% interval overlaps those of {', '.join(close)}: the difference may be noise."
     return text
 
 
 def _changed(row: Row, swept: list[str]) -> str:
-    parts = ([f"stage {row.outcome.stage}"] if row.outcome.stage else []) + [f"{k}={row.values[k]}" for k in swept if k in row.values]
+    parts = ([f"stage {row.outcome.stage}"] if row.outcome.stage else []) + [
+        f"{k}={row.values[k]}" for k in swept if k in row.values
+    ]
     return ", ".join(parts)
 
 
 def _csv(rows: list[Row], swept: list[str]) -> str:
-    header = ["job", "stage", "model", *swept, "status", "acc", "acc_norm", "acc_norm_ci95_low", "acc_norm_ci95_high",
-              "macro_f1", "macro_f1_ci95_low", "macro_f1_ci95_high", "tool_hallucination_rate", "n", "train_loss",
-              "train_steps", "reason", "overrides", "run_dir", "mlflow_run_id"]  # fmt: skip
+    header = [
+        "job",
+        "stage",
+        "model",
+        *swept,
+        "status",
+        "acc",
+        "acc_norm",
+        "acc_norm_ci95_low",
+        "acc_norm_ci95_high",
+        "macro_f1",
+        "macro_f1_ci95_low",
+        "macro_f1_ci95_high",
+        "tool_hallucination_rate",
+        "n",
+        "train_loss",
+        "train_steps",
+        "reason",
+        "overrides",
+        "run_dir",
+        "mlflow_run_id",
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     for r in rows:
         ev, acc_ci, f1_ci = r.eval, r.eval.get("acc_norm_ci95") or ["", ""], r.eval.get("macro_f1_ci95") or ["", ""]
         tracked = ((r.outcome.metrics or {}).get("tracking") or {}).get("run_id", "")
-        writer.writerow([r.outcome.job, r.outcome.stage, r.model, *(r.values.get(k, "") for k in swept),
-                         "finished" if r.outcome.ok else "failed", ev.get("acc", ""), ev.get("acc_norm", ""), *acc_ci,
-                         ev.get("macro_f1", ""), *f1_ci, _blank(ev.get("tool_hallucination_rate")), ev.get("n", ""),
-                         _blank(r.train.get("loss")), _blank(r.train.get("steps")),
-                         "" if r.outcome.ok else r.outcome.status, " ".join(r.outcome.overrides),
-                         str(r.outcome.run_dir), tracked])  # fmt: skip
+        writer.writerow(
+            [
+                r.outcome.job,
+                r.outcome.stage,
+                r.model,
+                *(r.values.get(k, "") for k in swept),
+                "finished" if r.outcome.ok else "failed",
+                ev.get("acc", ""),
+                ev.get("acc_norm", ""),
+                *acc_ci,
+                ev.get("macro_f1", ""),
+                *f1_ci,
+                _blank(ev.get("tool_hallucination_rate")),
+                ev.get("n", ""),
+                _blank(r.train.get("loss")),
+                _blank(r.train.get("steps")),
+                "" if r.outcome.ok else r.outcome.status,
+                " ".join(r.outcome.overrides),
+                str(r.outcome.run_dir),
+                tracked,
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -355,18 +456,23 @@ def _blank(value):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fcft.report", description="Rebuild a sweep's report from its finished run directories.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fcft.report", description="Rebuild a sweep's report from its finished run directories."
+    )
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (multirun/<date>/<time>)")
-    parser.add_argument("--out", type=Path, help=f"the report's directory (default: ${REPORTS_ENV} or "
-                                                 f"{DEFAULT_REPORTS}/<sweep name>)")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, help=f"the report's directory (default: ${REPORTS_ENV} or {DEFAULT_REPORTS}/<sweep name>)"
+    )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"fcft: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
     run_dirs = outcomes.run_dirs(args.sweep_dir)
     if not run_dirs:
-        print(f"fcft: {args.sweep_dir} holds no job directories (<number>/.hydra/): give a multirun directory",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"fcft: {args.sweep_dir} holds no job directories (<number>/.hydra/): give a multirun directory",
+            file=sys.stderr,
+        )
         return 2
     write(args.sweep_dir, [outcomes.read(d) for d in run_dirs], args.out)
     return 0

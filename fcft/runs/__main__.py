@@ -1,4 +1,4 @@
-"""python -m fcft.runs SWEEP_OR_RUN_DIR [...]: wait for submitted runs, collect them and report (fcft/runs/sweep.py)."""
+"""python -m fcft.runs SWEEP_OR_RUN_DIR [...]: wait for submitted runs, collect, report (fcft/runs/sweep.py)."""
 
 import sys
 

@@ -30,7 +30,8 @@ def make_launcher(spec: DictConfig, check: bool = True):
     unknown = sorted(set(settings) - set(valid))
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise SpecError(
-            f"unknown key 'launcher.{unknown[0]}' for {target}; valid keys: {', '.join(valid) or 'none (it takes no settings)'}"
+            f"unknown key 'launcher.{unknown[0]}' for {target}; valid keys: "
+            f"{', '.join(valid) or 'none (it takes no settings)'}"
         )
     try:
         launcher = launcher_class(**settings)

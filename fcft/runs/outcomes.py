@@ -6,7 +6,8 @@ run directory per stage instead, `<job number>/<stage>/`, listed in order in `<j
 with its own `.hydra/overrides.yaml` and `.hydra/config.yaml`. A run directory has ended when it has
 metrics.json (finished) or error.json (failed).
 
-fcft/runs/sweep.py adds waiting for and collecting remote jobs; fcft/report/report.py writes the sweep's report from here.
+fcft/runs/sweep.py adds waiting for and collecting remote jobs; fcft/report/report.py writes the sweep's report
+from here.
 """
 
 from __future__ import annotations
@@ -93,4 +94,3 @@ def sweep_name(sweep_dir: Path) -> str:
     (multirun/2026-11-25/10-00-00-000000 -> 2026-11-25_10-00-00-000000; multirun/beta_lr -> beta_lr)."""
     sweep_dir = Path(sweep_dir).absolute()
     return f"{sweep_dir.parent.name}_{sweep_dir.name}" if DATE.fullmatch(sweep_dir.parent.name) else sweep_dir.name
-

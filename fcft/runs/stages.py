@@ -25,8 +25,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from fcft.runs import jobs
 from fcft import spec as run_spec
+from fcft.runs import jobs
 from fcft.runs.launch import make_launcher
 from fcft.runs.outcomes import STAGES_FILE
 
@@ -44,17 +44,20 @@ def check(experiment: DictConfig) -> None:
         if not stage.name or "/" in stage.name or stage.name in seen:
             raise run_spec.SpecError(f"experiment.stages[{i}].name: '{stage.name}' must be a unique directory name")
         if stage.init_from is not None and stage.init_from not in seen:
-            raise run_spec.SpecError(f"experiment.stages[{i}].init_from: '{stage.init_from}' is not an earlier "
-                                     f"stage; earlier stages: {', '.join(seen) or 'none'}")  # fmt: skip
+            raise run_spec.SpecError(
+                f"experiment.stages[{i}].init_from: '{stage.init_from}' is not an earlier "
+                f"stage; earlier stages: {', '.join(seen) or 'none'}"
+            )
         seen.append(stage.name)
     table = experiment.table
-    for stage in (table.columns if table is not None else {}):
+    for stage in table.columns if table is not None else {}:
         if stage not in seen:
             raise run_spec.SpecError(f"experiment.table.columns: '{stage}' is not a stage; stages: {', '.join(seen)}")
 
 
-def run(experiment: DictConfig, job_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None,
-        prefix: str = "") -> Optional[float]:  # fmt: skip
+def run(
+    experiment: DictConfig, job_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None, prefix: str = ""
+) -> Optional[float]:
     """Run the experiment's stages in job_dir; returns the last stage's eval acc_norm (None if it failed).
     `overrides`: the job's own (Hydra's task overrides); `prefix`: for the MLflow run names (e.g. the job number)."""
     from hydra import compose
@@ -62,8 +65,9 @@ def run(experiment: DictConfig, job_dir: Path, overrides: list[str], parent_run_
     check(experiment)
     job_dir = Path(job_dir)
     stages = list(experiment.stages)
-    jobs.write_json(job_dir / STAGES_FILE, {"experiment": experiment.name,
-                                            "stages": [OmegaConf.to_container(s) for s in stages]})  # fmt: skip
+    jobs.write_json(
+        job_dir / STAGES_FILE, {"experiment": experiment.name, "stages": [OmegaConf.to_container(s) for s in stages]}
+    )
     finished: dict[str, Path] = {}
     score = None
     for stage in stages:
@@ -103,4 +107,3 @@ def _record_config(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> No
     hydra_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
-

@@ -47,8 +47,10 @@ def finish(run_dirs: list[Path], out: TextIO = sys.stdout) -> list[Outcome]:
 def report(sweep_dir: Path, results: list[Outcome], out: TextIO = sys.stdout, write: bool = True) -> None:
     """The summary table, then (with `write`) every report writer."""
     shared = set.intersection(*(set(o.overrides) for o in results)) if len(results) > 1 else set()
-    rows = [(o.job, " ".join(x for x in o.overrides if x not in shared), _headline(o.metrics) if o.ok else "",
-             o.status) for o in results]  # fmt: skip
+    rows = [
+        (o.job, " ".join(x for x in o.overrides if x not in shared), _headline(o.metrics) if o.ok else "", o.status)
+        for o in results
+    ]
     failed = sum(not o.ok for o in results)
     out.write(f"\nfcft: {len(results) - failed} of {len(results)} jobs succeeded\n")
     out.write(_table(("job", "overrides", "result", "state"), rows) + "\n")
@@ -72,8 +74,9 @@ class MultirunEnd(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            tracking.start_sweep(config.tracking, sweep_dir, outcomes.sweep_name(sweep_dir),
-                                 list(config.hydra.overrides.task))  # fmt: skip
+            tracking.start_sweep(
+                config.tracking, sweep_dir, outcomes.sweep_name(sweep_dir), list(config.hydra.overrides.task)
+            )
         except tracking.TrackingError as err:  # before any job: nothing was spent yet
             print(f"fcft: {err}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -84,7 +87,9 @@ class MultirunEnd(Callback):
             results = finish(outcomes.run_dirs(sweep_dir))
             report(sweep_dir, results)
         except KeyboardInterrupt:
-            print(f"\nfcft: stopped waiting; submitted jobs go on. Collect them later: python -m fcft.runs {sweep_dir}")
+            print(
+                f"\nfcft: stopped waiting; submitted jobs go on. Collect them later: python -m fcft.runs {sweep_dir}"
+            )
             raise SystemExit(130) from None
         except Exception as err:  # Hydra would only turn it into a warning
             print(f"fcft: the multirun's end failed: {type(err).__name__}: {err}", file=sys.stderr)
@@ -147,8 +152,14 @@ def _outcome(run_dir: Path, status: Optional[jobs.JobStatus], launcher) -> Outco
     if status is None:
         return outcomes.read(run_dir)
     record = jobs.read_record(run_dir) or {}
-    outcome = Outcome(run_dir, False, status.describe(), record.get("job_name", run_dir.name),
-                      outcomes.overrides(run_dir), stage=outcomes.stage_of(run_dir))  # fmt: skip
+    outcome = Outcome(
+        run_dir,
+        False,
+        status.describe(),
+        record.get("job_name", run_dir.name),
+        outcomes.overrides(run_dir),
+        stage=outcomes.stage_of(run_dir),
+    )
     if status.failed:
         jobs.write_error(run_dir, status.describe(), "JobFailed")
         return outcome
@@ -166,8 +177,10 @@ def _outcome(run_dir: Path, status: Optional[jobs.JobStatus], launcher) -> Outco
 def _headline(metrics: Optional[dict]) -> str:
     if not metrics:
         return ""
-    parts = [f"acc_norm {metrics['eval']['acc_norm']:.4f}" if metrics.get("eval", {}).get("acc_norm") is not None else "",
-             f"loss {metrics['train']['loss']:.4f}" if metrics.get("train", {}).get("loss") is not None else ""]  # fmt: skip
+    parts = [
+        f"acc_norm {metrics['eval']['acc_norm']:.4f}" if metrics.get("eval", {}).get("acc_norm") is not None else "",
+        f"loss {metrics['train']['loss']:.4f}" if metrics.get("train", {}).get("loss") is not None else "",
+    ]
     return ", ".join(p for p in parts if p)
 
 

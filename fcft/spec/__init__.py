@@ -59,9 +59,21 @@ PREFERENCE_METHODS = (MethodName.dpo, MethodName.mpo)
 # The loss types TRL 1.16's DPOTrainer computes. `exo_pair` is left out: it needs label smoothing, which fcft
 # does not expose.
 DPO_LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero",
-    "apo_down", "discopop", "sft", "sigmoid_norm",
-)  # fmt: skip
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 
 
 class TuningName(Choice):
@@ -110,7 +122,9 @@ class ModelSpec:
     embedded: bool = False  # the offline tiny model built by fcft.tiny (no hub, no path)
     revision: Optional[str] = None
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16
-    attn_implementation: str = "auto"  # auto (flash_attention_2 on GPU when installed, else sdpa) | sdpa | eager | flash_attention_2
+    attn_implementation: str = (
+        "auto"  # auto (flash_attention_2 on GPU when installed, else sdpa) | sdpa | eager | flash_attention_2
+    )
     max_length: int = 2048
 
 
@@ -348,8 +362,10 @@ def _without_experiment(cfg: DictConfig | dict) -> DictConfig | dict:
     """The composed config less its `experiment` key (null unless +experiment=NAME, which is not one run)."""
     experiment = cfg.get("experiment") if isinstance(cfg, (DictConfig, dict)) else None
     if experiment is not None:
-        raise SpecError(f"experiment: '{experiment.get('name')}' runs several stages, each its own run, so it is not "
-                        "one spec; run it with python -m fcft -m +experiment=NAME (fcft/runs/stages.py)")  # fmt: skip
+        raise SpecError(
+            f"experiment: '{experiment.get('name')}' runs several stages, each its own run, so it is not "
+            "one spec; run it with python -m fcft -m +experiment=NAME (fcft/runs/stages.py)"
+        )
     if isinstance(cfg, DictConfig):
         return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "experiment"]) if "experiment" in cfg else cfg
     return {key: value for key, value in cfg.items() if key != "experiment"}
@@ -357,8 +373,14 @@ def _without_experiment(cfg: DictConfig | dict) -> DictConfig | dict:
 
 def _absolute_paths(spec: DictConfig) -> None:
     """Local paths become absolute, so a spec runs the same from any working directory."""
-    local_paths = ((spec.model, "path"), (spec.tuning, "spectrum_file"), (spec.data, "train_path"),
-                   (spec.data, "pref_path"), (spec.data, "test_path"), (spec.compute, "checkpoint_dir"))  # fmt: skip
+    local_paths = (
+        (spec.model, "path"),
+        (spec.tuning, "spectrum_file"),
+        (spec.data, "train_path"),
+        (spec.data, "pref_path"),
+        (spec.data, "test_path"),
+        (spec.compute, "checkpoint_dir"),
+    )
     for node, key in local_paths:
         value = node[key]
         if value is not None and "://" not in value:
@@ -377,8 +399,11 @@ def _resolve_init_from(spec: DictConfig) -> None:
     if run_id is None:
         return
     if spec.tracking.name == TrackingName.none:
-        _fail("method.init_from", f"'{init_from}' is an MLflow run id and tracking=none can't look it up: give "
-              "the run's directory, or use tracking=mlflow with tracking.uri naming the store that holds the run")  # fmt: skip
+        _fail(
+            "method.init_from",
+            f"'{init_from}' is an MLflow run id and tracking=none can't look it up: give "
+            "the run's directory, or use tracking=mlflow with tracking.uri naming the store that holds the run",
+        )
     run_dir, problem = tracking.run_dir_of(run_id, spec.tracking.uri)
     if problem:
         _fail("method.init_from", problem)
@@ -420,7 +445,10 @@ def _check_model(spec: DictConfig) -> None:
     if m.dtype not in ("float32", "bfloat16", "float16"):
         _fail("model.dtype", f"'{m.dtype}' is not one of float32, bfloat16, float16")
     if m.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):
-        _fail("model.attn_implementation", f"'{m.attn_implementation}' is not one of auto, sdpa, eager, flash_attention_2")
+        _fail(
+            "model.attn_implementation",
+            f"'{m.attn_implementation}' is not one of auto, sdpa, eager, flash_attention_2",
+        )
     if m.max_length < 16:
         _fail("model.max_length", f"{m.max_length} is too small (at least 16 tokens)")
     _check_format("model.format", m.format)
@@ -463,13 +491,19 @@ def _check_preference(m: DictConfig) -> None:
     if m.beta is None or m.beta <= 0:
         _fail("method.beta", f"{m.name} needs beta > 0 (the published recipe uses 0.1), got {m.beta}")
     if not m.loss_type:
-        _fail("method.loss_type", f"{m.name} needs a list of loss types, e.g. [sigmoid]; valid: {', '.join(DPO_LOSS_TYPES)}")
+        _fail(
+            "method.loss_type",
+            f"{m.name} needs a list of loss types, e.g. [sigmoid]; valid: {', '.join(DPO_LOSS_TYPES)}",
+        )
     for loss in m.loss_type:
         if loss not in DPO_LOSS_TYPES:
             _fail("method.loss_type", f"unknown loss type '{loss}'; valid: {', '.join(DPO_LOSS_TYPES)}")
     if m.loss_weights is not None and len(m.loss_weights) != len(m.loss_type):
-        _fail("method.loss_weights", f"{len(m.loss_weights)} weights for {len(m.loss_type)} loss types "
-              f"{list(m.loss_type)}: give one weight per loss type, or null for all 1.0")  # fmt: skip
+        _fail(
+            "method.loss_weights",
+            f"{len(m.loss_weights)} weights for {len(m.loss_type)} loss types "
+            f"{list(m.loss_type)}: give one weight per loss type, or null for all 1.0",
+        )
 
 
 def _check_tuning(spec: DictConfig) -> None:
@@ -484,7 +518,10 @@ def _check_tuning(spec: DictConfig) -> None:
     if t.load_in_4bit:
         _check_4bit(t)
     elif t.name == TuningName.qlora:
-        _fail("tuning.load_in_4bit", "tuning=qlora loads the base weights in 4 bits; for LoRA on full-precision weights use tuning=lora")
+        _fail(
+            "tuning.load_in_4bit",
+            "tuning=qlora loads the base weights in 4 bits; for LoRA on full-precision weights use tuning=lora",
+        )
     if t.name == TuningName.spectrum:
         if not 0 < t.top_percent <= 100:
             _fail("tuning.top_percent", f"must be in (0, 100], got {t.top_percent}")
@@ -502,8 +539,11 @@ def _check_4bit(t: DictConfig) -> None:
     import importlib.util
 
     if t.name not in ADAPTER_TUNINGS:
-        _fail("tuning.load_in_4bit", f"4-bit weights can't be trained directly, so tuning={t.name} can't use them; "
-              "QLoRA trains LoRA adapters on 4-bit weights: use tuning=qlora")  # fmt: skip
+        _fail(
+            "tuning.load_in_4bit",
+            f"4-bit weights can't be trained directly, so tuning={t.name} can't use them; "
+            "QLoRA trains LoRA adapters on 4-bit weights: use tuning=qlora",
+        )
     if t.bnb_4bit_quant_type not in ("nf4", "fp4"):
         _fail("tuning.bnb_4bit_quant_type", f"'{t.bnb_4bit_quant_type}' is not one of nf4, fp4")
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -515,8 +555,11 @@ def _check_compute(spec: DictConfig) -> None:
     if c.num_processes is not None and c.num_processes < 1:
         _fail("compute.num_processes", f"must be >= 1, or null for one process per GPU; got {c.num_processes}")
     if c.strategy == Strategy.none and c.num_processes != 1:
-        _fail("compute.strategy", f"'none' runs one process but compute.num_processes is {c.num_processes or 'null'}; "
-              "pick compute.strategy=ddp or zero3 for several processes, or set compute.num_processes=1")  # fmt: skip
+        _fail(
+            "compute.strategy",
+            f"'none' runs one process but compute.num_processes is {c.num_processes or 'null'}; "
+            "pick compute.strategy=ddp or zero3 for several processes, or set compute.num_processes=1",
+        )
     if c.num_processes is not None:
         accumulation_steps(spec.method, c.num_processes * c.instance_count)  # the global batch must divide
     if c.checkpoint_steps < 1:
@@ -526,9 +569,15 @@ def _check_compute(spec: DictConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            _fail("compute.accelerator", "'cuda' needs a CUDA GPU and none is visible; use compute.accelerator=cpu or auto")
+            _fail(
+                "compute.accelerator",
+                "'cuda' needs a CUDA GPU and none is visible; use compute.accelerator=cpu or auto",
+            )
     if spec.model.attn_implementation == "flash_attention_2" and c.accelerator == Accelerator.cpu:
-        _fail("model.attn_implementation", "flash_attention_2 needs a CUDA GPU and the flash-attn package; use sdpa on CPU")
+        _fail(
+            "model.attn_implementation",
+            "flash_attention_2 needs a CUDA GPU and the flash-attn package; use sdpa on CPU",
+        )
 
 
 def _check_instance(c: DictConfig) -> None:
@@ -536,8 +585,11 @@ def _check_instance(c: DictConfig) -> None:
     if c.instance_type is None:
         for key, default in (("instance_count", 1), ("use_spot", False), ("max_wait_s", None)):
             if c[key] != default:
-                _fail(f"compute.{key}", "applies to SageMaker jobs only: set compute.instance_type too "
-                      "(e.g. compute=ml.g5.2xlarge launcher=sagemaker)")  # fmt: skip
+                _fail(
+                    f"compute.{key}",
+                    "applies to SageMaker jobs only: set compute.instance_type too "
+                    "(e.g. compute=ml.g5.2xlarge launcher=sagemaker)",
+                )
         return
     if not c.instance_type.startswith("ml.") or c.instance_type.count(".") != 2:
         _fail("compute.instance_type", f"'{c.instance_type}' is not a SageMaker instance type (like ml.g5.2xlarge)")
@@ -549,8 +601,10 @@ def _check_instance(c: DictConfig) -> None:
         _fail("compute.max_runtime_s", f"must be in [1, {MAX_RUNTIME_S}] (28 days), got {c.max_runtime_s}")
     if c.use_spot:
         if c.max_wait_s is None or c.max_wait_s < c.max_runtime_s:
-            _fail("compute.max_wait_s", f"spot training needs max_wait_s >= max_runtime_s ({c.max_runtime_s}), "
-                  f"got {c.max_wait_s}")  # fmt: skip
+            _fail(
+                "compute.max_wait_s",
+                f"spot training needs max_wait_s >= max_runtime_s ({c.max_runtime_s}), got {c.max_wait_s}",
+            )
     elif c.max_wait_s is not None:
         _fail("compute.max_wait_s", "applies to spot training only: set compute.use_spot=true or max_wait_s=null")
 
@@ -565,8 +619,11 @@ def accumulation_steps(method: DictConfig, processes: int) -> int:
         return method.gradient_accumulation_steps
     per_step = method.per_device_train_batch_size * processes
     if method.global_batch_size % per_step:
-        _fail("method.global_batch_size", f"{method.global_batch_size} is not a multiple of per_device_train_batch_size "
-              f"x processes = {method.per_device_train_batch_size} x {processes} = {per_step}")  # fmt: skip
+        _fail(
+            "method.global_batch_size",
+            f"{method.global_batch_size} is not a multiple of per_device_train_batch_size "
+            f"x processes = {method.per_device_train_batch_size} x {processes} = {per_step}",
+        )
     return method.global_batch_size // per_step
 
 
@@ -576,8 +633,11 @@ def _check_data(spec: DictConfig) -> None:
         _check_format("data.format", d.format)
     if d.limit is not None and d.limit < 1:
         _fail("data.limit", f"must be >= 1 or null, got {d.limit}")
-    needed = {"test_path": spec.eval.enabled, "train_path": spec.method.name == MethodName.sft,
-              "pref_path": spec.method.name in PREFERENCE_METHODS}  # fmt: skip
+    needed = {
+        "test_path": spec.eval.enabled,
+        "train_path": spec.method.name == MethodName.sft,
+        "pref_path": spec.method.name in PREFERENCE_METHODS,
+    }
     from_hub = False
     for key, used in needed.items():
         path = d[key]
@@ -609,7 +669,9 @@ def _check_eval(spec: DictConfig) -> None:
         import importlib.util
 
         if importlib.util.find_spec("lm_eval") is None:
-            _fail("eval.backend", "lm_eval needs lm-evaluation-harness, which is not installed: pip install 'fcft[eval]'")
+            _fail(
+                "eval.backend", "lm_eval needs lm-evaluation-harness, which is not installed: pip install 'fcft[eval]'"
+            )
     if not e.enabled and spec.method.name == MethodName.none:
         _fail("eval.enabled", "method=none only evaluates: with eval.enabled=false there is nothing to run")
 

@@ -71,7 +71,7 @@ def store_uri(uri: Optional[str]) -> str:
     if uri is None:
         return f"sqlite:///{Path.cwd().absolute() / EMBEDDED_DB}"
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        return f"sqlite:///{Path(os.path.expanduser(uri[len('sqlite:///'):])).absolute()}"
+        return f"sqlite:///{Path(os.path.expanduser(uri[len('sqlite:///') :])).absolute()}"
     return uri
 
 
@@ -81,8 +81,10 @@ def uri_problem(uri: Optional[str]) -> Optional[str]:
         return None
     if uri.startswith("arn:"):
         if not re.match(r"arn:aws[\w-]*:sagemaker:[\w-]+:\d{12}:(mlflow-tracking-server|mlflow-app)/\S+$", uri):
-            return (f"'{uri}' is not a SageMaker MLflow ARN (arn:aws:sagemaker:<region>:<account>:"
-                    "mlflow-tracking-server/<name>)")  # fmt: skip
+            return (
+                f"'{uri}' is not a SageMaker MLflow ARN (arn:aws:sagemaker:<region>:<account>:"
+                "mlflow-tracking-server/<name>)"
+            )
         import importlib.util
 
         if importlib.util.find_spec("sagemaker_mlflow") is None:
@@ -91,12 +93,16 @@ def uri_problem(uri: Optional[str]) -> Optional[str]:
     parsed = urlparse(uri)
     scheme = parsed.scheme.split("+")[0]  # postgresql+psycopg2://...
     if scheme not in SCHEMES:
-        return (f"'{uri}' is not a tracking URI fcft can use; give http(s)://host:port, a SageMaker MLflow ARN, "
-                "sqlite:///PATH.db, postgresql://..., mysql://..., databricks, or null for the embedded "
-                f"sqlite:///{Path.cwd() / EMBEDDED_DB}")  # fmt: skip
+        return (
+            f"'{uri}' is not a tracking URI fcft can use; give http(s)://host:port, a SageMaker MLflow ARN, "
+            "sqlite:///PATH.db, postgresql://..., mysql://..., databricks, or null for the embedded "
+            f"sqlite:///{Path.cwd() / EMBEDDED_DB}"
+        )
     if parsed.password:
-        return ("holds a password, and the spec is written to disk: put it in MLFLOW_TRACKING_PASSWORD (the user in "
-                "MLFLOW_TRACKING_USERNAME, or a token in MLFLOW_TRACKING_TOKEN) and drop it from the URI")  # fmt: skip
+        return (
+            "holds a password, and the spec is written to disk: put it in MLFLOW_TRACKING_PASSWORD (the user in "
+            "MLFLOW_TRACKING_USERNAME, or a token in MLFLOW_TRACKING_TOKEN) and drop it from the URI"
+        )
     if scheme in ("http", "https") and not parsed.hostname:
         return f"'{uri}' names no host"
     return None
@@ -144,7 +150,7 @@ def _experiment_id(client, name: str, uri: str) -> str:
     location = None
     if uri.startswith("sqlite:///"):
         folder = re.sub(r"[^\w.-]+", "_", name).strip("_") or "experiment"
-        location = (Path(uri[len("sqlite:///"):]).parent / ARTIFACT_DIR / folder).as_uri()
+        location = (Path(uri[len("sqlite:///") :]).parent / ARTIFACT_DIR / folder).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by another job of the sweep
@@ -155,9 +161,11 @@ def _experiment_id(client, name: str, uri: str) -> str:
 
 
 def _unreachable(uri: str, err: Exception) -> TrackingError:
-    return TrackingError(f"tracking: MLflow at {uri} refused or can't be reached ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); start the server, fix tracking.uri, "
-                         "or run with tracking=none")  # fmt: skip
+    return TrackingError(
+        f"tracking: MLflow at {uri} refused or can't be reached ({type(err).__name__}: "
+        f"{str(err).splitlines()[0] if str(err) else ''}); start the server, fix tracking.uri, "
+        "or run with tracking=none"
+    )
 
 
 # --- one run ------------------------------------------------------------------------------------------------------
@@ -173,8 +181,12 @@ class Tracker:
     @property
     def record(self) -> dict:
         """What metrics.json keeps about the MLflow run."""
-        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "uri": self.uri,
-                "url": run_url(self.uri, self.experiment_id, self.run_id)}  # fmt: skip
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "uri": self.uri,
+            "url": run_url(self.uri, self.experiment_id, self.run_id),
+        }
 
     def callback(self):
         """A transformers TrainerCallback that logs every logging step's numbers (train/<key>)."""
@@ -265,9 +277,13 @@ def start(spec: DictConfig, run_dir: Path) -> Optional[Tracker]:
 
 
 def _run_tags(spec: DictConfig, run_dir: Path) -> dict:
-    tags = {"fcft.run_dir": str(Path(run_dir).absolute()), "fcft.model": str(spec.model.name),
-            "fcft.method": str(spec.method.name), "fcft.tuning": str(spec.tuning.name),
-            "fcft.compute": str(spec.compute.name)}  # fmt: skip
+    tags = {
+        "fcft.run_dir": str(Path(run_dir).absolute()),
+        "fcft.model": str(spec.model.name),
+        "fcft.method": str(spec.method.name),
+        "fcft.tuning": str(spec.tuning.name),
+        "fcft.compute": str(spec.compute.name),
+    }
     if spec.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = spec.tracking.parent_run_id
     tags.update({str(k): str(v) for k, v in (spec.tracking.tags or {}).items()})
@@ -289,11 +305,14 @@ def _lineage(client, init_from: Optional[str]) -> dict:
         name, experiment_id = previous_run.info.run_name, previous_run.info.experiment_id
     except Exception:  # tracked in another store: name it, without a link
         tags["fcft.init_from_run_id"] = run_id
-        tags["mlflow.note.content"] = f"Started from MLflow run {run_id} ({previous.get('uri')}), run directory `{init_from}`."
+        tags["mlflow.note.content"] = (
+            f"Started from MLflow run {run_id} ({previous.get('uri')}), run directory `{init_from}`."
+        )
         return tags
     tags["fcft.init_from_run_id"] = run_id
-    tags["mlflow.note.content"] = (f"Started from run [{name}](#/experiments/{experiment_id}/runs/{run_id}) "
-                                   f"(run directory `{init_from}`).")  # fmt: skip
+    tags["mlflow.note.content"] = (
+        f"Started from run [{name}](#/experiments/{experiment_id}/runs/{run_id}) (run directory `{init_from}`)."
+    )
     return tags
 
 
@@ -301,8 +320,11 @@ def _params(spec: DictConfig) -> list:
     from mlflow.entities import Param
 
     flat = _flatten(OmegaConf.to_container(spec, resolve=True))
-    return [Param(key, (value if isinstance(value, str) else json.dumps(value))[:MAX_PARAM_LENGTH])
-            for key, value in flat.items() if key != "tracking.parent_run_id"]  # fmt: skip
+    return [
+        Param(key, (value if isinstance(value, str) else json.dumps(value))[:MAX_PARAM_LENGTH])
+        for key, value in flat.items()
+        if key != "tracking.parent_run_id"
+    ]
 
 
 def _flatten(node, prefix: str = "") -> dict:
@@ -331,7 +353,6 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
 
 
-
 # --- method.init_from=<run id> --------------------------------------------------------------------------------
 
 
@@ -347,8 +368,10 @@ def run_dir_of(run_id: str, uri: str) -> tuple[Optional[str], Optional[str]]:
     if not run_dir:
         return None, f"MLflow run {run_id} has no fcft.run_dir tag: fcft did not record it; give its run directory"
     if not Path(run_dir).is_dir():
-        return None, (f"MLflow run {run_id} recorded its run directory {run_dir}, which is not on this machine: "
-                      "copy that directory here and pass its path")  # fmt: skip
+        return None, (
+            f"MLflow run {run_id} recorded its run directory {run_dir}, which is not on this machine: "
+            "copy that directory here and pass its path"
+        )
     return run_dir, None
 
 
@@ -384,7 +407,6 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-
 # --- a multirun: the parent run -------------------------------------------------------------------------------
 
 
@@ -405,8 +427,13 @@ def start_sweep(tracking: DictConfig, sweep_dir: Path, name: str, overrides: lis
         raise
     except Exception as err:
         raise _unreachable(uri, err) from err
-    record = {"parent_run_id": run.info.run_id, "experiment_id": experiment_id, "experiment": tracking.experiment,
-              "uri": uri, "url": run_url(uri, experiment_id, run.info.run_id)}  # fmt: skip
+    record = {
+        "parent_run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+        "experiment": tracking.experiment,
+        "uri": uri,
+        "url": run_url(uri, experiment_id, run.info.run_id),
+    }
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(sweep_dir) / SWEEP_FILE, record)
     print(f"fcft: MLflow parent run {name} ({run.info.run_id}): {record['url'] or uri}", flush=True)
@@ -449,8 +476,11 @@ def end_sweep(sweep_dir: Path, outcomes: list) -> None:
     from mlflow.entities import Metric
 
     client, run_id = _client(parent["uri"]), parent["parent_run_id"]
-    scores = [o.metrics["eval"]["acc_norm"] for o in outcomes
-              if o.ok and o.metrics and (o.metrics.get("eval") or {}).get("acc_norm") is not None]  # fmt: skip
+    scores = [
+        o.metrics["eval"]["acc_norm"]
+        for o in outcomes
+        if o.ok and o.metrics and (o.metrics.get("eval") or {}).get("acc_norm") is not None
+    ]
     now = int(time.time() * 1000)
     values = {"jobs": len(outcomes), "jobs_failed": sum(not o.ok for o in outcomes)}
     if scores:

@@ -17,7 +17,9 @@ def train(spec: DictConfig, model, tokenizer, rows: list[dict], fmt, run_dir: Pa
     if spec.method.name == "sft":
         from fcft.train.methods import sft
 
-        return sft.train(spec, model, tokenizer, sft_dataset(rows, fmt, tokenizer, max_length), run_dir, device, callbacks)
+        return sft.train(
+            spec, model, tokenizer, sft_dataset(rows, fmt, tokenizer, max_length), run_dir, device, callbacks
+        )
     from fcft.train.methods import preference
 
     dataset = pref_dataset(rows, fmt, tokenizer, max_length)

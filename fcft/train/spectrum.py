@@ -2,7 +2,8 @@
 
 fcft computes it from the model's own weights, as cognitivecomputations/spectrum does:
 
-- Per weight matrix W (m x n), its singular values S (fcft: from the Gram matrix, see `singular_values`); noise sigma = IQR(S) / 1.349; the Marchenko-Pastur
+- Per weight matrix W (m x n), its singular values S (fcft: from the Gram matrix, see `singular_values`);
+  noise sigma = IQR(S) / 1.349; the Marchenko-Pastur
   edge threshold = sigma * (1 + sqrt(min(m, n) / max(m, n))); SNR = sum(S > threshold) / sum(S <= threshold)
   (infinite when no value is at or below it), divided by the largest singular value.
 - A module's type is its name after the layer index (`model.layers.3.mlp.down_proj` -> `mlp.down_proj`),
@@ -178,7 +179,8 @@ def freeze(model, patterns: list[str], origin: str) -> list[str]:
     if unmatched:
         raise ValueError(
             f"{origin}: {len(unmatched)} of {len(patterns)} patterns match no parameter of this model "
-            f"(e.g. '{unmatched[0]}'); was it made for another model? Parameters look like '{all_names[len(all_names) // 2]}'"
+            f"(e.g. '{unmatched[0]}'); was it made for another model? "
+            f"Parameters look like '{all_names[len(all_names) // 2]}'"
         )
     trained = []
     for key, names in names_of.items():
@@ -197,7 +199,9 @@ def apply(tuning: DictConfig, model, run_dir: Path) -> list[str]:
     _write_text(Path(run_dir) / RUN_FILE, text)
     count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    log.info("Spectrum: %d tensors train (%d of %d parameters, %.1f%%)", len(trained), count, total, 100 * count / total)
+    log.info(
+        "Spectrum: %d tensors train (%d of %d parameters, %.1f%%)", len(trained), count, total, 100 * count / total
+    )
     return trained
 
 

@@ -53,7 +53,9 @@ def parse(text: str, origin: str) -> list[str]:
         try:
             re.compile(pattern)
         except re.error as err:
-            raise SpectrumFileError(f"{origin}: {KEY}[{i}] '{pattern}' is not a valid regular expression ({err})") from None
+            raise SpectrumFileError(
+                f"{origin}: {KEY}[{i}] '{pattern}' is not a valid regular expression ({err})"
+            ) from None
     return patterns
 
 
