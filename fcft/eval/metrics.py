@@ -16,10 +16,15 @@ As in NVIDIA's task, macro_f1, the hallucination rate and the confusion matrix u
 `bootstrap_ci` gives seeded percentile intervals over rows for acc_norm and macro_f1.
 
 numpy only: scikit-learn is not needed at run time (tests check macro_f1 against it).
+
+`METRICS` lists the scalar metrics of the eval block, in the order they are shown: MLflow (eval/<key>), the
+run's summary table, the sweep table and the sweep report iterate it. A new metric is computed in `summary`
+and listed there.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -29,6 +34,35 @@ from fcft.data.formats import CATEGORIES
 TOOL_CALL = CATEGORIES.index("tool_call")
 CANNOT_ANSWER = CATEGORIES.index("cannot_answer")
 K = len(CATEGORIES)
+
+
+@dataclass(frozen=True)
+class EvalMetric:
+    """A scalar in metrics.json's eval block: how to read, rank and print it."""
+
+    key: str
+    higher_is_better: Optional[bool]  # None: a count, not a score
+    interval: Optional[str] = None  # the key of its 95% interval [low, high], if it has one
+    count: bool = False  # printed as an integer
+
+    def show(self, block: dict) -> str:
+        """The value (with its interval) as tables print it; "" when absent."""
+        value = block.get(self.key)
+        if value is None:
+            return ""
+        text = str(int(value)) if self.count else f"{value:.4f}"
+        interval = block.get(self.interval) if self.interval else None
+        return f"{text} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else text
+
+
+METRICS = (
+    EvalMetric("acc_norm", True, "acc_norm_ci95"),  # the headline: what sweeps rank and Optuna maximises
+    EvalMetric("macro_f1", True, "macro_f1_ci95"),
+    EvalMetric("tool_hallucination_rate", False),
+    EvalMetric("acc", True),
+    EvalMetric("n", None, count=True),
+)
+HEADLINE = METRICS[0]
 
 
 def predictions(loglikelihoods: Sequence[Sequence[float]], choice_lengths: Sequence[Sequence[int]]):

@@ -16,13 +16,53 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from dataclasses import dataclass, field
+from typing import List, Optional
 
+from fcft.data.prepare import pref_dataset
+from fcft.spec.options import TrainerSettings, fail
 from fcft.train import tuning
 from fcft.train.args import common_args, resume_from
+from fcft.train.methods import Method
+
+# The loss types TRL 1.16's DPOTrainer computes. `exo_pair` is left out: it needs label smoothing, which fcft
+# does not expose.
+LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero",
+    "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
 
 
-def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str, callbacks=()):
+@dataclass(frozen=True)
+class PreferenceSettings(TrainerSettings):
+    """The trainer settings, and DPOTrainer's own (conf/method/dpo.yaml, mpo.yaml)."""
+
+    name: str = "dpo"
+    beta: float = 0.1  # deviation from the reference model
+    loss_type: List[str] = field(default_factory=lambda: ["sigmoid"])  # one or more of LOSS_TYPES
+    loss_weights: Optional[List[float]] = None  # one per loss_type; null = all 1.0
+
+    def check(self) -> None:
+        super().check()
+        if self.beta <= 0:
+            fail("method.beta", f"{self.name} needs beta > 0 (the published recipe uses 0.1), got {self.beta}")
+        if not self.loss_type:
+            fail(
+                "method.loss_type",
+                f"{self.name} needs a list of loss types, e.g. [sigmoid]; valid: {', '.join(LOSS_TYPES)}",
+            )
+        for loss in self.loss_type:
+            if loss not in LOSS_TYPES:
+                fail("method.loss_type", f"unknown loss type '{loss}'; valid: {', '.join(LOSS_TYPES)}")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            fail(
+                "method.loss_weights",
+                f"{len(self.loss_weights)} weights for {len(self.loss_type)} loss types {list(self.loss_type)}: "
+                "give one weight per loss type, or null for all 1.0",
+            )
+
+
+def train(spec, model, tokenizer, dataset, run_dir: Path, device: str, callbacks=()):
     """Train `model` on the tokenized preference `dataset`; returns the trainer."""
     from trl import DPOConfig
 
@@ -32,8 +72,8 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
     config = DPOConfig(
         **common_args(spec, run_dir / "trainer", device),
         beta=m.beta,
-        loss_type=OmegaConf.to_container(m.loss_type),
-        loss_weights=OmegaConf.to_container(m.loss_weights) if m.loss_weights is not None else None,
+        loss_type=list(m.loss_type),
+        loss_weights=list(m.loss_weights) if m.loss_weights is not None else None,
         max_length=spec.model.max_length,
     )
     trainer = _trainer_class()(
@@ -66,3 +106,9 @@ def _trainer_class():
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     return PreTokenizedDPOTrainer
+
+
+METHODS = (
+    Method("dpo", PreferenceSettings, part="train_pref", dataset=pref_dataset, train=train),
+    Method("mpo", PreferenceSettings, part="train_pref", dataset=pref_dataset, train=train),
+)

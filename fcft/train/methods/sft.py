@@ -1,16 +1,26 @@
-"""Supervised fine-tuning with TRL's SFTTrainer on prompt/completion rows (loss on the completion only)."""
+"""method=sft: supervised fine-tuning with TRL's SFTTrainer on prompt/completion rows (loss on the completion only).
+
+Settings: the common trainer settings (fcft.spec.options.TrainerSettings), nothing of its own.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from fcft.data.prepare import sft_dataset
+from fcft.spec.options import TrainerSettings
 from fcft.train import tuning
 from fcft.train.args import common_args, resume_from
+from fcft.train.methods import Method
 
 
-def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: str, callbacks=()):
+@dataclass(frozen=True)
+class SftSettings(TrainerSettings):
+    name: str = "sft"
+
+
+def train(spec, model, tokenizer, dataset, run_dir: Path, device: str, callbacks=()):
     """Train `model` on the tokenized `dataset` (input_ids + completion_mask); returns the trainer."""
     from trl import SFTConfig, SFTTrainer
 
@@ -31,3 +41,6 @@ def train(spec: DictConfig, model, tokenizer, dataset, run_dir: Path, device: st
     )
     trainer.train(resume_from_checkpoint=resume_from(spec))
     return trainer
+
+
+METHODS = (Method("sft", SftSettings, part="train_sft", dataset=sft_dataset, train=train),)
