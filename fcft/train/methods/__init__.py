@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Callable, Optional
 
 from fcft.spec.options import EvalOnly
@@ -35,7 +35,7 @@ class Method:
 EVAL_ONLY = Method("none", EvalOnly)  # method=none: evaluate only
 
 
-@lru_cache(maxsize=None)
+@cache
 def registry() -> dict[str, Method]:
     """Every method, by name: method=none and those the modules of this package declare."""
     table = {EVAL_ONLY.name: EVAL_ONLY}

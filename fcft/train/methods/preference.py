@@ -14,9 +14,8 @@ that end with another end-of-turn token. Its preference collator takes the ids a
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional
 
 from fcft.data.prepare import pref_dataset
