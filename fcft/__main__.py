@@ -24,15 +24,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from fcft import rundir, tracking
 from fcft import spec as run_spec
-from fcft import tracking
+from fcft.eval.metrics import HEADLINE
 from fcft.runs import jobs, stages
-from fcft.runs.launch import make_launcher
+from fcft.runs.launch import RemoteLauncher, prepare
+from fcft.spec.hydra_schema import register_schema
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("fcft")
 
-run_spec.register_schema()
+register_schema()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -43,13 +45,12 @@ def main(cfg: DictConfig) -> float | None:
     try:
         if cfg.get("experiment") is not None:
             return _experiment(cfg, run_dir)
-        spec = run_spec.validate(cfg)
-        launcher = make_launcher(spec)
+        spec, launcher = prepare(cfg)
     except run_spec.SpecError as err:
         print(f"fcft: invalid config: {err}", file=sys.stderr)
         sys.exit(2)
-    run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
-    log.info("spec written to %s", run_dir / run_spec.SPEC_FILE)
+    run_spec.save(spec, run_dir / rundir.SPEC)
+    log.info("spec written to %s", run_dir / rundir.SPEC)
     try:
         metrics = launcher.launch(spec, run_dir)
     except jobs.RunFailed as err:
@@ -65,20 +66,20 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
     try:
         if cfg.get("experiment") is not None:
             return _experiment(cfg, run_dir, parent, prefix=f"{run_dir.name}-")
-        cfg.tracking.parent_run_id = cfg.tracking.get("parent_run_id") or parent
-        if cfg.tracking.get("run_name") is None and parent:
-            cfg.tracking.run_name = f"{run_dir.name}-{cfg.model.name}-{cfg.method.name}-{cfg.tuning.name}"
-        spec = run_spec.validate(cfg)
-        launcher = make_launcher(spec)
-        run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
-        if hasattr(launcher, "submit"):
+        if parent:  # tracked, in the parent's store and experiment
+            cfg.tracking.parent_run_id = cfg.tracking.get("parent_run_id") or parent
+            if cfg.tracking.get("run_name") is None:
+                cfg.tracking.run_name = f"{run_dir.name}-{cfg.model.name}-{cfg.method.name}-{cfg.tuning.name}"
+        spec, launcher = prepare(cfg)
+        run_spec.save(spec, run_dir / rundir.SPEC)
+        if isinstance(launcher, RemoteLauncher):
             launcher.submit(spec, run_dir)
             return None
         return _report(launcher.launch(spec, run_dir), run_dir)
     except Exception as err:  # noqa: BLE001 -- every failure is the job's, reported at the multirun's end
-        if not (run_dir / jobs.ERROR_FILE).is_file():  # the worker writes its own, with the traceback
+        if not (run_dir / rundir.ERROR).is_file():  # the worker writes its own, with the traceback
             run_dir.mkdir(parents=True, exist_ok=True)
-            jobs.write_error(run_dir, err)
+            rundir.RunDir(run_dir).write_error(err)
         print(f"fcft: job {run_dir.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
         return None
 
@@ -100,7 +101,7 @@ def _experiment(cfg: DictConfig, job_dir: Path, parent: str | None = None, prefi
 
 def _report(metrics: dict | None, run_dir: Path) -> float | None:
     if metrics is None:
-        record = jobs.read_record(run_dir)
+        record = rundir.RunDir(run_dir).job()
         if record is None:  # nothing was submitted (a dry run)
             return None
         if record.get("status") == "Completed":
@@ -114,7 +115,7 @@ def _report(metrics: dict | None, run_dir: Path) -> float | None:
     from fcft.worker import metrics_table
 
     print(f"fcft: run finished; outputs in {run_dir}\n{metrics_table(metrics)}")
-    return metrics["eval"].get("acc_norm")
+    return metrics["eval"].get(HEADLINE.key)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from fcft import distributed
+from fcft import distributed, rundir
+from fcft.spec.options import ModelSpec
 
 
-def source_problem(model: DictConfig) -> Optional[str]:
+def source_problem(model: ModelSpec) -> Optional[str]:
     """Why the model's weights can't be reached, or None when they can."""
     if model.path is not None:
         if not (Path(model.path) / "config.json").is_file():
@@ -32,7 +33,7 @@ def source_problem(model: DictConfig) -> Optional[str]:
     return hub.problem(model.hub_id, "model", model.revision, "model.hub_id", "config.json")
 
 
-def resolve_source(model: DictConfig) -> str:
+def resolve_source(model: ModelSpec) -> str:
     """A local directory or hub id that `from_pretrained` accepts."""
     if model.path is not None:
         return model.path
@@ -54,7 +55,7 @@ def device_for(accelerator: str) -> str:
     return str(accelerator)
 
 
-def attn_implementation(model: DictConfig, device: str) -> str:
+def attn_implementation(model: ModelSpec, device: str) -> str:
     if model.attn_implementation != "auto":
         return model.attn_implementation
     if device.startswith("cuda"):
@@ -67,12 +68,12 @@ def attn_implementation(model: DictConfig, device: str) -> str:
     return "sdpa"
 
 
-def _revision(model: DictConfig, source: str) -> Optional[str]:
+def _revision(model: ModelSpec, source: str) -> Optional[str]:
     """model.revision applies to the hub id only, not to local directories."""
     return model.revision if source == model.hub_id else None
 
 
-def load_tokenizer(model: DictConfig, source: Optional[str] = None):
+def load_tokenizer(model: ModelSpec, source: Optional[str] = None):
     from transformers import AutoTokenizer
 
     source = source or resolve_source(model)
@@ -82,7 +83,7 @@ def load_tokenizer(model: DictConfig, source: Optional[str] = None):
     return tokenizer
 
 
-def load_model(model: DictConfig, device: str, source: Optional[str] = None, quantization=None, revision=None):
+def load_model(model: ModelSpec, device: str, source: Optional[str] = None, quantization=None, revision=None):
     """The weights in model.dtype on `device`; with a `quantization` config (bitsandbytes), quantized as they load."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -99,10 +100,10 @@ def load_model(model: DictConfig, device: str, source: Optional[str] = None, qua
     return loaded if quantization is not None else loaded.to(device)
 
 
-def quantization_config(spec: DictConfig):
+def quantization_config(spec):
     """bitsandbytes 4-bit settings when the tuning loads 4-bit weights (qlora), else None."""
     t = spec.tuning
-    if not t.load_in_4bit:
+    if not t.four_bit:
         return None
     import torch
     from transformers import BitsAndBytesConfig
@@ -115,7 +116,7 @@ def quantization_config(spec: DictConfig):
     )
 
 
-def load(spec: DictConfig, device: str):
+def load(spec, device: str):
     """(model, tokenizer) a run starts from: the model spec's weights, or those and the tokenizer a previous run
     saved (method.init_from, adapters merged in model.dtype); 4-bit when the tuning says so."""
     quantization = quantization_config(spec)
@@ -123,13 +124,13 @@ def load(spec: DictConfig, device: str):
         source = resolve_source(spec.model)
         return load_model(spec.model, device, source, quantization), load_tokenizer(spec.model, source)
     run = Path(spec.method.init_from)
-    return _run_weights(run, spec.model, device, quantization), load_tokenizer(spec.model, str(run / "model"))
+    return _run_weights(run, spec.model, device, quantization), load_tokenizer(spec.model, str(run / rundir.MODEL))
 
 
 # --- method.init_from: a previous run's weights ---------------------------------------------------------------
 
 
-def init_from_problem(init_from: str, model: DictConfig) -> Optional[str]:
+def init_from_problem(init_from: str, model: ModelSpec) -> Optional[str]:
     """Why `init_from` can't start this run, or None when it can."""
     run = Path(os.path.expanduser(init_from))
     if not run.is_dir():
@@ -141,12 +142,12 @@ def init_from_problem(init_from: str, model: DictConfig) -> Optional[str]:
             f"{run} is a model directory; pass the run directory that holds it ({run.parent}), "
             f"or start from plain weights with model.path={run}"
         )
-    if not _is_model_dir(run / "model"):
+    if not _is_model_dir(run / rundir.MODEL):
         return (
             f"{run} has no model/ to start from (a run that trains saves one; method=none runs and failed runs don't)"
         )
     try:
-        previous = OmegaConf.load(run / "spec.yaml").model.name
+        previous = OmegaConf.load(run / rundir.SPEC).model.name
     except Exception as err:  # missing or broken spec.yaml
         return f"{run} has no readable spec.yaml ({type(err).__name__}): not a fcft run directory"
     if previous != model.name:
@@ -156,12 +157,12 @@ def init_from_problem(init_from: str, model: DictConfig) -> Optional[str]:
 
 def _base_problem(run: Path) -> Optional[str]:
     """Why the weights under a run's adapter can't be reached (an adapter merges into them), or None."""
-    if not (run / "model" / "adapter_config.json").is_file():
+    if not (run / rundir.MODEL / "adapter_config.json").is_file():
         return None
-    previous = OmegaConf.load(run / "spec.yaml")
+    previous = OmegaConf.load(run / rundir.SPEC)
     parent = previous.method.get("init_from")
     if parent:
-        if not _is_model_dir(Path(parent) / "model"):
+        if not _is_model_dir(Path(parent) / rundir.MODEL):
             return f"{run} holds an adapter for the weights of {parent}, which has no model/ any more"
         return _base_problem(Path(parent))
     problem = source_problem(previous.model)
@@ -172,9 +173,9 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
-def _run_weights(run: Path, model: DictConfig, device: str, quantization=None):
+def _run_weights(run: Path, model: ModelSpec, device: str, quantization=None):
     """The weights a run saved: its model/ as it is, or its adapter merged into the weights it trained on."""
-    model_dir = run / "model"
+    model_dir = run / rundir.MODEL
     if not (model_dir / "adapter_config.json").is_file():
         return load_model(model, device, str(model_dir), quantization)
     merged = _merged_adapter(run, model, device)
@@ -187,23 +188,23 @@ def _run_weights(run: Path, model: DictConfig, device: str, quantization=None):
         return load_model(model, device, tmp, quantization)
 
 
-def _merged_adapter(run: Path, model: DictConfig, device: str):
+def _merged_adapter(run: Path, model: ModelSpec, device: str):
     """A LoRA run's adapter merged (PEFT merge_and_unload) into the weights it trained on, in model.dtype.
 
     Those are the base model's, or, for a run that itself started from `init_from`, that run's weights.
     """
     from peft import PeftModel
 
-    previous = OmegaConf.load(run / "spec.yaml")
+    previous = OmegaConf.load(run / rundir.SPEC)
     parent = previous.method.get("init_from")
     if parent:
         base = _run_weights(Path(parent), model, device)
     else:
         base = load_model(model, device, resolve_source(previous.model), revision=previous.model.get("revision"))
-    return PeftModel.from_pretrained(base, str(run / "model")).merge_and_unload()
+    return PeftModel.from_pretrained(base, str(run / rundir.MODEL)).merge_and_unload()
 
 
-def load_gathered(model: DictConfig, device: str, path: Path):
+def load_gathered(model: ModelSpec, device: str, path: Path):
     """The model saved at `path`, loaded whole in this process alone. Under ZeRO-3 each rank holds a shard
     of the trained weights, so rank 0 evaluates the gathered copy the trainer saved, loaded outside
     DeepSpeed's zero.Init (which the trainer switched on for this process and would wait for the others)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -85,7 +86,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` when the block ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # ranks writing one file don't collide
     try:
         yield tmp
         tmp.replace(path)

@@ -6,30 +6,33 @@ The subprocess's output streams to this terminal; rank 0 writes the run director
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 import fcft
+from fcft import rundir
 from fcft.runs import jobs
-from fcft.spec import SPEC_FILE, SpecError
+from fcft.spec import RunSpec, SpecError
+from fcft.spec.options import Accelerator
 from launchers.processes import batch_plan, in_one_process, processes_per_machine, worker_command
 
 
 class LocalLauncher:
-    def check(self, spec: DictConfig) -> None:
-        if spec.compute.instance_type is not None:
-            raise SpecError(
-                f"compute.instance_type: {spec.compute.instance_type} (compute={spec.compute.name}) is a SageMaker "
-                "instance type and launcher=local runs on this machine: add launcher=sagemaker, or pick a local "
-                "compute preset (local, cpu, cpu_ddp2, cpu_zero3, gpu, gpu_zero3)"
-            )
+    """This machine; it takes no settings (a SageMaker instance setting is refused, naming launcher=sagemaker)."""
+
+    def check(self, spec: RunSpec) -> None:
+        if spec.compute.accelerator == Accelerator.cuda:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SpecError(
+                    f"compute.accelerator: 'cuda' (compute={spec.compute.name}) needs a CUDA GPU and none is "
+                    "visible here; use compute=local (GPU when visible, else CPU) or compute=cpu"
+                )
         processes_per_machine(spec)  # null (one per GPU) needs a GPU here
 
-    def launch(self, spec: DictConfig, run_dir: Path) -> dict:
+    def launch(self, spec: RunSpec, run_dir: Path) -> dict:
         run_dir = Path(run_dir)
         processes = processes_per_machine(spec)
         print(f"fcft: {batch_plan(spec, processes)}", flush=True)
@@ -37,14 +40,13 @@ class LocalLauncher:
             from fcft import worker
 
             return worker.run(spec, run_dir)
-        command = worker_command(spec, run_dir / SPEC_FILE, processes)
+        command = worker_command(spec, run_dir / rundir.SPEC, processes)
         # The child imports the same fcft as this process, wherever it was started from.
         source = str(Path(fcft.__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
         print(f"fcft: {' '.join(command)}", flush=True)
         status = subprocess.run(command, env=env).returncode
         if status != 0:
-            error = run_dir / jobs.ERROR_FILE
-            reason = json.loads(error.read_text())["message"] if error.is_file() else "see the output above"
+            reason = (rundir.RunDir(run_dir).error() or {}).get("message", "see the output above")
             raise jobs.RunFailed(f"the worker processes exited with status {status}: {reason}")
-        return json.loads((run_dir / jobs.METRICS_FILE).read_text())
+        return rundir.RunDir(run_dir).metrics()

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig
-
-from fcft.spec import SpecError, Strategy, accumulation_steps
+from fcft.spec import RunSpec, SpecError
+from fcft.spec.options import Strategy
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ACCELERATE_CONFIGS = {Strategy.ddp: CONFIGS / "ddp.yaml", Strategy.zero3: CONFIGS / "deepspeed_zero3.yaml"}
@@ -34,7 +33,7 @@ class Machines:
     port: Optional[int] = None  # None: a free port on this machine (a single-machine run)
 
 
-def processes_per_machine(spec: DictConfig, gpus: Optional[int] = None) -> int:
+def processes_per_machine(spec: RunSpec, gpus: Optional[int] = None) -> int:
     """compute.num_processes, or one per GPU when it is null (`gpus`: the count, else asked of torch)."""
     if spec.compute.num_processes is not None:
         return spec.compute.num_processes
@@ -50,20 +49,20 @@ def processes_per_machine(spec: DictConfig, gpus: Optional[int] = None) -> int:
     return gpus
 
 
-def in_one_process(spec: DictConfig, processes: int) -> bool:
+def in_one_process(spec: RunSpec, processes: int) -> bool:
     """True when the run needs no launcher: one process and no DeepSpeed."""
     return processes == 1 and spec.compute.strategy != Strategy.zero3
 
 
 def worker_command(
-    spec: DictConfig, spec_path: Path, processes: int, machines: Machines = Machines(), run_dir: Optional[Path] = None
+    spec: RunSpec, spec_path: Path, processes: int, machines: Machines = Machines(), run_dir: Optional[Path] = None
 ) -> list[str]:
     """argv that runs `python -m fcft.worker spec_path` with `processes` processes on each machine."""
     worker = ["-m", "fcft.worker", str(spec_path), *(["--run-dir", str(run_dir)] if run_dir else [])]
     total = processes * machines.count
     if in_one_process(spec, total):
         return [sys.executable, *worker]
-    strategy = Strategy(str(spec.compute.strategy))
+    strategy = spec.compute.strategy
     if strategy == Strategy.none:
         raise SpecError(f"compute.strategy: 'none' runs one process, not {total}; pick ddp or zero3")
     return [
@@ -90,15 +89,15 @@ def worker_command(
     ]
 
 
-def batch_plan(spec: DictConfig, processes: int) -> str:
+def batch_plan(spec: RunSpec, processes: int) -> str:
     """One line saying how the global batch is made, e.g. '2 processes (ddp) x 4 per device x 1 accumulation = 8'."""
     m = spec.method
-    accumulation = accumulation_steps(m, processes)
+    where = f"{processes} process{'es' if processes > 1 else ''} ({spec.compute.strategy})"
+    if not spec.trains:
+        return f"{where}, evaluation only"
+    accumulation = m.accumulation_steps(processes)
     total = processes * m.per_device_train_batch_size * accumulation
-    return (
-        f"{processes} process{'es' if processes > 1 else ''} ({spec.compute.strategy}) x "
-        f"{m.per_device_train_batch_size} per device x {accumulation} accumulation = global batch {total}"
-    )
+    return f"{where} x {m.per_device_train_batch_size} per device x {accumulation} accumulation = global batch {total}"
 
 
 def free_port() -> int:

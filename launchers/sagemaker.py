@@ -30,6 +30,7 @@ The run directory here gets job.json (the job's name, region, S3 locations and l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -43,10 +44,11 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
+from fcft import rundir
 from fcft.runs import jobs
-from fcft.spec import SPEC_FILE, SpecError
+from fcft.spec import RunSpec, SpecError
 
 JOB_ROOT = "/opt/ml"  # the container's SageMaker directory tree
 JOB_SPEC = "fcft_job/spec.yaml"  # in the code channel
@@ -62,6 +64,7 @@ SOURCE_IGNORE = ("__pycache__", "*.pyc", "*.egg-info", ".DS_Store", ".pytest_cac
 FETCH = ("all", "metrics", "none")  # model.tar.gz, output.tar.gz, or only their S3 URIs
 # The SageMaker SDK's in-job environment dump masks variables whose names hold one of these words.
 MASKED_WORDS = ("SECRET", "PASSWORD", "KEY", "TOKEN", "PRIVATE", "CREDS", "CREDENTIALS")
+MAX_RUNTIME_S = 28 * 24 * 3600  # SageMaker's limit for a training job
 DONE = {"Completed": False, "Failed": True, "Stopped": True}  # terminal state -> failed?
 # Loggers quieted while fcft talks to AWS: botocore logs whole requests (the job's environment included)
 # at DEBUG, the SDK its request at DEBUG; their INFO lines (credentials found, config files) are noise here.
@@ -95,6 +98,12 @@ class SageMakerLauncher:
         fetch: str = "all",
         environment: Optional[dict] = None,
         secrets: tuple | list = ("HF_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"),
+        instance_type: Optional[str] = None,
+        instance_count: int = 1,
+        volume_size_gb: int = 100,
+        max_runtime_s: int = 86400,
+        use_spot: bool = False,
+        max_wait_s: Optional[int] = None,
     ):
         self.region, self.role, self.bucket = region, role, bucket
         self.prefix = prefix.strip("/")
@@ -105,28 +114,32 @@ class SageMakerLauncher:
             raise SpecError(f"launcher.environment: a mapping of variable names to values, got {environment!r}")
         self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
         self.secrets = [secrets] if isinstance(secrets, str) else list(secrets)
+        self.instance_type, self.instance_count, self.volume_size_gb = instance_type, instance_count, volume_size_gb
+        self.max_runtime_s, self.use_spot, self.max_wait_s = max_runtime_s, use_spot, max_wait_s
         self._clients: dict = {}
         self._check_settings()
 
     # --- the launcher protocol (launchers/__init__.py) --------------------------------------------------
 
-    def check(self, spec: DictConfig) -> None:
+    def check(self, spec: RunSpec) -> None:
         c = spec.compute
-        if c.instance_type is None:
+        if self.instance_type is None:
             raise SpecError(
-                f"compute.instance_type: launcher=sagemaker needs a SageMaker instance type and "
-                f"compute={c.name} has none; pick compute=ml.g5.2xlarge, ml.g5.12xlarge, "
-                "ml.p4d.24xlarge or ml.p5.48xlarge"
+                f"launcher.instance_type: launcher=sagemaker needs a SageMaker instance type and "
+                f"compute={c.name} sets none; pick compute=ml.g5.2xlarge, ml.g5.12xlarge, "
+                "ml.p4d.24xlarge or ml.p5.48xlarge (or set launcher.instance_type)"
             )
+        if spec.trains and c.num_processes is not None:
+            spec.method.accumulation_steps(c.num_processes * self.instance_count)  # the global batch must divide
         if c.checkpoint_dir is not None:
             raise SpecError(
                 "compute.checkpoint_dir: a SageMaker job checkpoints to /opt/ml/checkpoints, synced "
                 "to S3; leave compute.checkpoint_dir null"
             )
         _source_root()
-        self._image(self._region(), c.instance_type)
+        self._image(self._region(), self.instance_type)
 
-    def launch(self, spec: DictConfig, run_dir: Path) -> Optional[dict]:
+    def launch(self, spec: RunSpec, run_dir: Path) -> Optional[dict]:
         if self.dry_run:
             self.print_request(spec, run_dir)
             return None
@@ -145,7 +158,7 @@ class SageMakerLauncher:
             raise jobs.RunFailed(f"SageMaker job {outcome.job}: {outcome.status}")
         return outcome.metrics
 
-    def submit(self, spec: DictConfig, run_dir: Path) -> None:
+    def submit(self, spec: RunSpec, run_dir: Path) -> None:
         """Upload the inputs and create the training job; never waits. Writes run_dir/job.json."""
         run_dir = Path(run_dir)
         session = self._session()
@@ -158,8 +171,7 @@ class SageMakerLauncher:
             trainer.train(input_data_config=channels, wait=False, logs=False)
         name = request["TrainingJobName"]
         output = f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output"
-        jobs.write_record(
-            run_dir,
+        rundir.RunDir(run_dir).write_job(
             {
                 "launcher": "sagemaker",
                 "job_name": name,
@@ -177,20 +189,20 @@ class SageMakerLauncher:
         print(f"fcft: submitted SageMaker training job {name} in {session.boto_region_name}", flush=True)
 
     def status(self, run_dir: Path) -> jobs.JobStatus:
-        record = jobs.read_record(run_dir)
+        record = rundir.RunDir(run_dir).job()
         job = self._client(record["region"]).describe_training_job(TrainingJobName=record["job_name"])
         state = job["TrainingJobStatus"]
         failed = DONE.get(state, False)
         reason = job.get("FailureReason") if failed else None
         status = jobs.JobStatus(state, state in DONE, failed, job.get("SecondaryStatus"), reason)
         if record.get("status") != status.describe():
-            jobs.update_record(run_dir, status=status.describe())
+            rundir.RunDir(run_dir).update_job(status=status.describe())
         return status
 
     def collect(self, run_dir: Path) -> Optional[dict]:
         """Bring a completed job's outputs into run_dir (launcher.fetch decides which); returns its metrics."""
         run_dir = Path(run_dir)
-        record = jobs.read_record(run_dir)
+        record = rundir.RunDir(run_dir).job()
         archive = {"all": record["model_artifacts"], "metrics": record["output_artifacts"]}.get(self.fetch)
         if archive is None:
             return None
@@ -205,11 +217,11 @@ class SageMakerLauncher:
                     f"job {record['job_name']} ended but its outputs can't be fetched from {archive}: {err}"
                 ) from None
             _extract(local, run_dir)
-        jobs.update_record(run_dir, fetched=archive)
-        metrics = run_dir / jobs.METRICS_FILE
+        rundir.RunDir(run_dir).update_job(fetched=archive)
+        metrics = run_dir / rundir.METRICS
         return json.loads(metrics.read_text()) if metrics.is_file() else None
 
-    def print_request(self, spec: DictConfig, run_dir: Path) -> dict:
+    def print_request(self, spec: RunSpec, run_dir: Path) -> dict:
         """launcher.dry_run: the CreateTrainingJob request this spec makes, printed; nothing is uploaded or
         submitted (the S3 URIs are where the uploads would go)."""
         with (
@@ -221,33 +233,33 @@ class SageMakerLauncher:
             # The SDK's own train(dry_run=True) validates but uploads the inputs and returns nothing.
             request = self._redacted(trainer._create_training_job_args(input_data_config=channels, boto3=True))
         text = json.dumps(request, indent=2, default=str)
-        jobs.write_json(Path(run_dir) / "job_request.json", request)
+        rundir.write_json(Path(run_dir) / "job_request.json", request)
         print(f"fcft: dry run, nothing uploaded or submitted. CreateTrainingJob request:\n{text}", flush=True)
         return request
 
     # --- the job ----------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _staged(self, spec: DictConfig, run_dir: Path):
+    def _staged(self, spec: RunSpec, run_dir: Path):
         """ModelTrainer arguments and input channels for `spec`, with the code channel staged in a temp dir."""
         from sagemaker.core.training.configs import InputData
 
         local_inputs = {
-            channel: spec[group][key]
+            channel: getattr(getattr(spec, group), key)
             for (group, key), channel in CHANNELS.items()
-            if spec[group][key] is not None and "://" not in spec[group][key]
+            if getattr(getattr(spec, group), key) is not None and "://" not in getattr(getattr(spec, group), key)
         }
         job_spec = job_spec_for(spec, local_inputs)
-        if str(spec.tracking.name) == "mlflow":
+        if spec.tracking.enabled:
             print(
                 f"fcft: the job logs its MLflow run to {job_spec.tracking.uri}"
-                if str(job_spec.tracking.name) == "mlflow"
+                if job_spec.tracking.enabled
                 else f"fcft: the job can't reach the tracking store {spec.tracking.uri}; its MLflow run is recorded "
                 "there when fcft collects the job's outputs",
                 flush=True,
             )
-        job_spec_text = OmegaConf.to_yaml(job_spec)
-        (run_dir / "job_spec.yaml").write_text(job_spec_text)
+        job_spec_text = yaml.safe_dump(job_spec.to_dict(), sort_keys=False)
+        rundir.write_text(run_dir / rundir.JOB_SPEC, job_spec_text)
         with tempfile.TemporaryDirectory(prefix="fcft-code-") as code:
             _stage_source(Path(code))
             (Path(code) / JOB_SPEC).parent.mkdir(parents=True)
@@ -255,7 +267,7 @@ class SageMakerLauncher:
             args = dict(spec=spec, code_dir=code, job_spec=job_spec)
             yield args, [InputData(channel_name=channel, data_source=path) for channel, path in local_inputs.items()]
 
-    def _trainer(self, session, spec: DictConfig, code_dir: str, job_spec: DictConfig):
+    def _trainer(self, session, spec: RunSpec, code_dir: str, job_spec: RunSpec):
         from sagemaker.core.training.configs import (
             CheckpointConfig,
             Compute,
@@ -265,7 +277,6 @@ class SageMakerLauncher:
         )
         from sagemaker.train import ModelTrainer
 
-        c = spec.compute
         base = self._base_job_name(spec)
         root = f"s3://{session.default_bucket()}/{self.prefix}/{base}"
         return ModelTrainer(
@@ -273,18 +284,19 @@ class SageMakerLauncher:
             role=self.role,
             base_job_name=base,
             input_s3_key_prefix=f"{self.prefix}/{base}",
-            training_image=self._image(session.boto_region_name, c.instance_type),
+            training_image=self._image(session.boto_region_name, self.instance_type),
             source_code=SourceCode(
                 source_dir=code_dir, command=ENTRY, args=[JOB_SPEC], ignore_patterns=list(SOURCE_IGNORE)
             ),
             compute=Compute(
-                instance_type=c.instance_type,
-                instance_count=c.instance_count,
-                volume_size_in_gb=c.volume_size_gb,
-                enable_managed_spot_training=c.use_spot or None,
+                instance_type=self.instance_type,
+                instance_count=self.instance_count,
+                volume_size_in_gb=self.volume_size_gb,
+                enable_managed_spot_training=self.use_spot or None,
             ),
             stopping_condition=StoppingCondition(
-                max_runtime_in_seconds=c.max_runtime_s, max_wait_time_in_seconds=c.max_wait_s if c.use_spot else None
+                max_runtime_in_seconds=self.max_runtime_s,
+                max_wait_time_in_seconds=self.max_wait_s if self.use_spot else None,
             ),
             checkpoint_config=CheckpointConfig(
                 s3_uri=f"{root}/checkpoints", local_path=job_spec.compute.checkpoint_dir
@@ -294,11 +306,9 @@ class SageMakerLauncher:
             hyperparameters=_hyperparameters(spec),
         )
 
-    def _environment(self, job_spec: DictConfig) -> dict:
+    def _environment(self, job_spec: RunSpec) -> dict:
         env = {**self.environment, "PYTHONUNBUFFERED": "1"}
-        if (
-            str(job_spec.tracking.name) == "mlflow"
-        ):  # also tells the entry script to install sagemaker-mlflow for an ARN
+        if job_spec.tracking.enabled:  # also tells the entry script to install sagemaker-mlflow for an ARN
             env["MLFLOW_TRACKING_URI"] = job_spec.tracking.uri
         for name in self.secrets:
             value = os.environ.get(name) or (_stored_hf_token() if name == "HF_TOKEN" else None)
@@ -315,7 +325,7 @@ class SageMakerLauncher:
                 env[name] = "***"
         return request
 
-    def _base_job_name(self, spec: DictConfig) -> str:
+    def _base_job_name(self, spec: RunSpec) -> str:
         """<base>-<6 hex>: unique per submission, so jobs of one sweep never collide; the SDK appends a
         timestamp, within SageMaker's 63 characters."""
         base = self.base_job_name or f"fcft-{spec.model.name}-{spec.method.name}"
@@ -373,7 +383,31 @@ class SageMakerLauncher:
                 "ECR image URI, or launcher.framework_version / launcher.py_version"
             ) from None
 
+    def _check_instance(self) -> None:
+        """The job's machines, disk, time limits and spot capacity (set by the compute=ml.* presets)."""
+        if self.instance_type is not None and not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9-]+", self.instance_type):
+            raise SpecError(
+                f"launcher.instance_type: '{self.instance_type}' is not a SageMaker instance type (like ml.g5.2xlarge)"
+            )
+        for key in ("instance_count", "volume_size_gb"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"launcher.{key}: must be >= 1, got {getattr(self, key)}")
+        if not 1 <= self.max_runtime_s <= MAX_RUNTIME_S:
+            raise SpecError(
+                f"launcher.max_runtime_s: must be in [1, {MAX_RUNTIME_S}] (28 days), got {self.max_runtime_s}"
+            )
+        if self.use_spot and (self.max_wait_s is None or self.max_wait_s < self.max_runtime_s):
+            raise SpecError(
+                f"launcher.max_wait_s: spot training needs max_wait_s >= max_runtime_s ({self.max_runtime_s}), "
+                f"got {self.max_wait_s}"
+            )
+        if not self.use_spot and self.max_wait_s is not None:
+            raise SpecError(
+                "launcher.max_wait_s: applies to spot training only: set launcher.use_spot=true or max_wait_s=null"
+            )
+
     def _check_settings(self) -> None:
+        self._check_instance()
         if self.fetch not in FETCH:
             raise SpecError(f"launcher.fetch: '{self.fetch}' is not one of {', '.join(FETCH)}")
         if not self.poll_s > 0:
@@ -395,32 +429,37 @@ class SageMakerLauncher:
                 )
 
 
-def job_spec_for(spec: DictConfig, local_inputs: dict) -> DictConfig:
+def job_spec_for(spec: RunSpec, local_inputs: dict) -> RunSpec:
     """The spec as it runs in the job: local inputs read from their channels, checkpoints to the synced
     directory, the worker run in place (the job itself is the machine), and MLflow tracking only to a store
     the job can reach (else the run is recorded here at collection)."""
-    from fcft import tracking
+    from fcft.spec.options import NoTracking
+    from fcft.spec.uris import reachable_from_elsewhere
 
-    root = JOB_ROOT
-    job = OmegaConf.create(OmegaConf.to_container(spec))
-    if str(job.tracking.name) == "mlflow" and not tracking.reachable_from_elsewhere(job.tracking.uri):
-        job.tracking.name, job.tracking.uri = "none", None
+    groups = {group: dataclasses.asdict(getattr(spec, group)) for group in {group for group, _ in CHANNELS}}
     for (group, key), channel in CHANNELS.items():
         if channel in local_inputs:
             local = Path(local_inputs[channel])
-            job[group][key] = f"{root}/input/data/{channel}" + ("" if local.is_dir() else f"/{local.name}")
-    job.compute.checkpoint_dir = f"{root}/checkpoints"
-    job.launcher = {"_target_": "launchers.local.LocalLauncher"}
-    return job
+            groups[group][key] = f"{JOB_ROOT}/input/data/{channel}" + ("" if local.is_dir() else f"/{local.name}")
+    tracking = spec.tracking
+    if tracking.enabled and not reachable_from_elsewhere(tracking.uri):
+        tracking = NoTracking()
+    return spec.replace(
+        **{group: dataclasses.replace(getattr(spec, group), **values) for group, values in groups.items()},
+        compute=dataclasses.replace(spec.compute, checkpoint_dir=f"{JOB_ROOT}/checkpoints"),
+        launcher={"_target_": "launchers.local.LocalLauncher"},
+        tracking=tracking,
+    )
 
 
-def _hyperparameters(spec: DictConfig) -> dict:
+def _hyperparameters(spec: RunSpec) -> dict:
     """What the SageMaker console shows for the job: the spec's location and the options and values that
     set the training apart (the job reads its spec file, not these)."""
+    plain = spec.to_dict()
     values = {"fcft_spec": f"{JOB_ROOT}/input/data/code/{JOB_SPEC}"}
-    values.update({group: str(spec[group].name) for group in ("model", "method", "tuning", "compute")})
+    values.update({group: str(plain[group]["name"]) for group in ("model", "method", "tuning", "compute")})
     for group in ("method", "tuning"):
-        for key, value in OmegaConf.to_container(spec[group]).items():
+        for key, value in plain[group].items():
             if key != "name":
                 values[f"{group}.{key}"] = json.dumps(value) if isinstance(value, list) else str(value)
     return values
@@ -449,10 +488,10 @@ def _stage_source(target: Path) -> None:
 def _extract(archive: Path, run_dir: Path) -> None:
     """Unpack a job's outputs into run_dir, metrics.json last; the local spec.yaml stays as it is."""
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.lstrip("./") not in ("", SPEC_FILE)]
+        members = [m for m in tar.getmembers() if m.name.lstrip("./") not in ("", rundir.SPEC)]
         staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".unpack-"))
         tar.extractall(staging, members=members, filter="data")
-    for path in sorted(staging.iterdir(), key=lambda p: p.name == jobs.METRICS_FILE):
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == rundir.METRICS):
         target = run_dir / path.name
         if target.is_dir():
             shutil.rmtree(target)

@@ -62,21 +62,20 @@ def _compose(overrides: list[str]):
     """The config `python -m fcft OVERRIDES` composes (same conf/ directory and schema)."""
     from hydra import compose, initialize_config_dir
 
-    from fcft import spec as run_spec
+    from fcft.spec.hydra_schema import register_schema
 
-    run_spec.register_schema()
+    register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 
 def show(spec, index: int) -> int:
     """Print row `index` as trained on and as scored; 0 when the training prompt is the evaluation prompt."""
-    from fcft import spec as run_spec
     from fcft.data import formats
     from fcft.data.prepare import mcq_item, pref_example, sft_example, training_row
 
-    train_format = formats.get(run_spec.training_format(spec))
-    eval_format = formats.get(run_spec.eval_format(spec))
+    train_format = formats.get(spec.training_format)
+    eval_format = formats.get(spec.eval_format)
     for part, build in (("train_sft", sft_example), ("train_pref", pref_example)):
         row, missing = _row(spec, part, index)
         if row is None:
@@ -117,7 +116,7 @@ def _row(spec, part: str, index: int) -> tuple[dict | None, str]:
     """(row `index` of the part, or None with the reason)."""
     from fcft.data.when2call import PATH_KEYS, load_part
 
-    if spec.data[PATH_KEYS[part]] is None and spec.data.hub_id is None:
+    if getattr(spec.data, PATH_KEYS[part]) is None and spec.data.hub_id is None:
         return None, f"no source (data.{PATH_KEYS[part]} and data.hub_id are null)"
     loaded = load_part(spec.data, part, limit=index + 1)
     if len(loaded.rows) <= index:

@@ -43,7 +43,7 @@ class Loaded:
 
 def load_part(data, part: str, limit: Optional[int] = None) -> Loaded:
     """Rows of one part (`train_sft`, `train_pref`, `test`) as the data spec says, validated."""
-    path = data[PATH_KEYS[part]]
+    path = getattr(data, PATH_KEYS[part])
     raw = _read_file(Path(path)) if path else _read_hub(data.hub_id, part)
     source = path or f"{data.hub_id} ({'/'.join(HUB_PARTS[part])})"
     normalise = NORMALISERS[part]

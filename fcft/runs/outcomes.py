@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fcft.runs.jobs import ERROR_FILE, METRICS_FILE, read_json, read_record
-from fcft.spec import SPEC_FILE
+from fcft import rundir
+from fcft.rundir import read_json
 
-STAGES_FILE = "stages.json"
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -46,21 +45,21 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
 
 def job_run_dirs(job_dir: Path) -> list[Path]:
     """A job's run directories: its stages' (in order), or the job directory itself."""
-    stages = read_json(Path(job_dir) / STAGES_FILE)
+    stages = read_json(Path(job_dir) / rundir.STAGES)
     return [Path(job_dir) / stage["name"] for stage in stages["stages"]] if stages else [Path(job_dir)]
 
 
 def read(run_dir: Path) -> Outcome:
     """A run's outcome from its files (error.json, metrics.json, spec.yaml)."""
     run_dir = Path(run_dir)
-    job = (read_record(run_dir) or {}).get("job_name") or label(run_dir)  # a remote job goes by its name
+    job = (rundir.RunDir(run_dir).job() or {}).get("job_name") or label(run_dir)  # a remote job goes by its name
     outcome = Outcome(run_dir, False, "", job, overrides(run_dir), stage=stage_of(run_dir))
-    failure = read_json(run_dir / ERROR_FILE)
+    failure = read_json(run_dir / rundir.ERROR)
     if failure is not None:
         outcome.status = f"{failure.get('type', 'Error')}: {failure.get('message', '')}"
-    elif (run_dir / METRICS_FILE).is_file():
-        outcome.ok, outcome.status, outcome.metrics = True, "finished", read_json(run_dir / METRICS_FILE)
-    elif not (run_dir / SPEC_FILE).is_file():
+    elif (run_dir / rundir.METRICS).is_file():
+        outcome.ok, outcome.status, outcome.metrics = True, "finished", read_json(run_dir / rundir.METRICS)
+    elif not (run_dir / rundir.SPEC).is_file():
         outcome.status = "did not start (no spec.yaml)"
     else:
         outcome.status = "did not finish (no metrics.json)"
@@ -74,7 +73,7 @@ def label(run_dir: Path) -> str:
 
 def stage_of(run_dir: Path) -> str:
     """The stage a run directory is (its job's stages.json lists it), or ""."""
-    stages = read_json(Path(run_dir).parent / STAGES_FILE)
+    stages = read_json(Path(run_dir).parent / rundir.STAGES)
     names = [stage["name"] for stage in stages["stages"]] if stages else []
     return Path(run_dir).name if Path(run_dir).name in names else ""
 

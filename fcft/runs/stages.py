@@ -25,10 +25,10 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from fcft import rundir
 from fcft import spec as run_spec
-from fcft.runs import jobs
-from fcft.runs.launch import make_launcher
-from fcft.runs.outcomes import STAGES_FILE
+from fcft.eval.metrics import HEADLINE
+from fcft.runs.launch import prepare
 
 
 class Skipped(RuntimeError):
@@ -58,15 +58,15 @@ def check(experiment: DictConfig) -> None:
 def run(
     experiment: DictConfig, job_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None, prefix: str = ""
 ) -> Optional[float]:
-    """Run the experiment's stages in job_dir; returns the last stage's eval acc_norm (None if it failed).
+    """Run the experiment's stages in job_dir; returns the last stage's headline eval metric (acc_norm) (None if it failed).
     `overrides`: the job's own (Hydra's task overrides); `prefix`: for the MLflow run names (e.g. the job number)."""
     from hydra import compose
 
     check(experiment)
     job_dir = Path(job_dir)
     stages = list(experiment.stages)
-    jobs.write_json(
-        job_dir / STAGES_FILE, {"experiment": experiment.name, "stages": [OmegaConf.to_container(s) for s in stages]}
+    rundir.write_json(
+        job_dir / rundir.STAGES, {"experiment": experiment.name, "stages": [OmegaConf.to_container(s) for s in stages]}
     )
     finished: dict[str, Path] = {}
     score = None
@@ -83,21 +83,26 @@ def run(
             if stage.init_from is not None and stage.init_from not in finished:
                 raise Skipped(f"skipped: stage '{stage.init_from}', which it starts from, did not finish")
             cfg.experiment = None  # this stage is one run
-            cfg.tracking.parent_run_id = cfg.tracking.parent_run_id or parent_run_id
-            cfg.tracking.run_name = cfg.tracking.run_name or f"{prefix}{cfg.model.name}-{stage.name}"
-            cfg.tracking.tags = {**cfg.tracking.tags, "fcft.stage": stage.name, "fcft.experiment": experiment.name}
-            spec = run_spec.validate(cfg)
-            launcher = make_launcher(spec)
-            run_spec.save(spec, stage_dir / run_spec.SPEC_FILE)
+            if cfg.tracking.get("name", "mlflow") == "mlflow":
+                cfg.tracking.parent_run_id = cfg.tracking.get("parent_run_id") or parent_run_id
+                cfg.tracking.run_name = cfg.tracking.get("run_name") or f"{prefix}{cfg.model.name}-{stage.name}"
+                tags = {
+                    **(cfg.tracking.get("tags") or {}),
+                    "fcft.stage": stage.name,
+                    "fcft.experiment": experiment.name,
+                }
+                cfg.tracking.tags = tags
+            spec, launcher = prepare(cfg)
+            run_spec.save(spec, stage_dir / rundir.SPEC)
             metrics = launcher.launch(spec, stage_dir)
         except Exception as err:  # noqa: BLE001 -- the stage failed; the ones that don't start from it go on
-            if not (stage_dir / jobs.ERROR_FILE).is_file():  # the worker writes its own, with the traceback
-                jobs.write_error(stage_dir, err)
+            if not (stage_dir / rundir.ERROR).is_file():  # the worker writes its own, with the traceback
+                rundir.RunDir(stage_dir).write_error(err)
             print(f"fcft: stage {stage.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
             continue
         if metrics is not None:
             finished[stage.name] = stage_dir
-            score = (metrics.get("eval") or {}).get("acc_norm")
+            score = (metrics.get("eval") or {}).get(HEADLINE.key)
     return score
 
 

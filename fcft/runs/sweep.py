@@ -26,12 +26,11 @@ from typing import Callable, Optional, TextIO
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from fcft import tracking
+from fcft import rundir, tracking
 from fcft.report import report as sweep_report
 from fcft.runs import jobs, outcomes
 from fcft.runs.launch import launcher_of_run
 from fcft.runs.outcomes import Outcome
-from fcft.spec import SPEC_FILE
 
 SUMMARY_FILE = "sweep.json"
 
@@ -61,7 +60,7 @@ def report(sweep_dir: Path, results: list[Outcome], out: TextIO = sys.stdout, wr
 def write_summary(sweep_dir: Path, results: list[Outcome]) -> None:
     """sweep.json: one record per job (its directory, overrides, state and metrics)."""
     records = [{**asdict(o), "run_dir": str(o.run_dir)} for o in results]
-    jobs.write_json(sweep_dir / SUMMARY_FILE, {"jobs": records})
+    rundir.write_json(sweep_dir / SUMMARY_FILE, {"jobs": records})
 
 
 # The multirun's report: each writer gets the sweep directory and every job's Outcome, in this order.
@@ -103,8 +102,8 @@ class MultirunEnd(Callback):
 
 def _submitted(run_dir: Path) -> bool:
     """A job was submitted and its outcome is not yet here."""
-    done = (run_dir / jobs.METRICS_FILE).is_file() or (run_dir / jobs.ERROR_FILE).is_file()
-    return (run_dir / jobs.JOB_FILE).is_file() and not done
+    done = (run_dir / rundir.METRICS).is_file() or (run_dir / rundir.ERROR).is_file()
+    return (run_dir / rundir.JOB).is_file() and not done
 
 
 def _wait(pending: dict, out: TextIO) -> dict[Path, jobs.JobStatus]:
@@ -120,7 +119,7 @@ def _wait(pending: dict, out: TextIO) -> dict[Path, jobs.JobStatus]:
                 statuses[run_dir] = jobs.JobStatus("Unknown", True, True, reason=f"can't get its state: {err}")
             if statuses[run_dir].done:
                 del waiting[run_dir]
-        rows = [(d.name, (jobs.read_record(d) or {}).get("job_name", ""), statuses[d].describe()) for d in pending]
+        rows = [(d.name, (rundir.RunDir(d).job() or {}).get("job_name", ""), statuses[d].describe()) for d in pending]
         live.show(_table(("job", "remote job", "state"), rows), final=not waiting)
         if not waiting:
             return statuses
@@ -151,7 +150,7 @@ def _outcome(run_dir: Path, status: Optional[jobs.JobStatus], launcher) -> Outco
     """A run's outcome; for a submitted job, its final state, after collecting its outputs when it completed."""
     if status is None:
         return outcomes.read(run_dir)
-    record = jobs.read_record(run_dir) or {}
+    record = rundir.RunDir(run_dir).job() or {}
     outcome = Outcome(
         run_dir,
         False,
@@ -161,16 +160,16 @@ def _outcome(run_dir: Path, status: Optional[jobs.JobStatus], launcher) -> Outco
         stage=outcomes.stage_of(run_dir),
     )
     if status.failed:
-        jobs.write_error(run_dir, status.describe(), "JobFailed")
+        rundir.RunDir(run_dir).write_error(status.describe(), "JobFailed")
         return outcome
     try:
         outcome.metrics = launcher.collect(run_dir)
     except Exception as err:  # outputs missing or unreadable: the job failed as far as the sweep goes
-        jobs.write_error(run_dir, err, "CollectFailed")
+        rundir.RunDir(run_dir).write_error(err, "CollectFailed")
         outcome.status = f"{status.describe()}, not collected: {err}"
         return outcome
     tracking.record_collected(run_dir)  # adds the MLflow run to metrics.json when the job could not track itself
-    outcome.ok, outcome.metrics = True, jobs.read_json(run_dir / jobs.METRICS_FILE) or outcome.metrics
+    outcome.ok, outcome.metrics = True, rundir.read_json(run_dir / rundir.METRICS) or outcome.metrics
     return outcome
 
 
@@ -200,7 +199,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not path.is_dir():
             print(f"fcft: {path} is not a directory", file=sys.stderr)
             return 2
-        single = (path / SPEC_FILE).is_file() or (path / jobs.JOB_FILE).is_file()
+        single = (path / rundir.SPEC).is_file() or (path / rundir.JOB).is_file()
         try:
             results = finish([path] if single else outcomes.run_dirs(path))
         except KeyboardInterrupt:

@@ -91,8 +91,6 @@ class ModelSpec:
             fail("model.attn_implementation", f"'{self.attn_implementation}' is not one of {', '.join(ATTENTION)}")
         if self.max_length < 16:
             fail("model.max_length", f"{self.max_length} is too small (at least 16 tokens)")
-        if self.path is None and not self.embedded and self.hub_id is None:
-            fail("model", "set model.path to a local model directory or model.hub_id to a hub id")
 
 
 # --- methods: the trainer settings every training method shares ------------------------------------------------

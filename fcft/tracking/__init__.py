@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from fcft.runs.jobs import read_json, write_json
+from fcft.rundir import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def _lineage(client, init_from: Optional[str]) -> dict:
 def _params(spec: DictConfig) -> list:
     from mlflow.entities import Param
 
-    flat = _flatten(OmegaConf.to_container(spec, resolve=True))
+    flat = _flatten(spec.to_dict() if hasattr(spec, "to_dict") else OmegaConf.to_container(spec, resolve=True))
     return [
         Param(key, (value if isinstance(value, str) else json.dumps(value))[:MAX_PARAM_LENGTH])
         for key, value in flat.items()

@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig
-
 from fcft import distributed
-from fcft.spec import accumulation_steps
 
 
-def common_args(spec: DictConfig, output_dir: Path, device: str) -> dict:
+def common_args(spec, output_dir: Path, device: str) -> dict:
     """Keyword arguments for any TRL `*Config` (a `transformers.TrainingArguments` subclass).
 
     With compute.checkpoint_dir set, checkpoints go there (the trainer's output_dir) every
@@ -27,7 +24,7 @@ def common_args(spec: DictConfig, output_dir: Path, device: str) -> dict:
         num_train_epochs=m.num_train_epochs,
         max_steps=m.max_steps,
         per_device_train_batch_size=m.per_device_train_batch_size,
-        gradient_accumulation_steps=accumulation_steps(m, distributed.world_size()),
+        gradient_accumulation_steps=m.accumulation_steps(distributed.world_size()),
         activation_checkpointing=m.gradient_checkpointing,  # transformers 5 name for it
         weight_decay=m.weight_decay,
         max_grad_norm=m.max_grad_norm,
@@ -46,7 +43,7 @@ def common_args(spec: DictConfig, output_dir: Path, device: str) -> dict:
     )
 
 
-def resume_from(spec: DictConfig) -> Optional[str]:
+def resume_from(spec) -> Optional[str]:
     """The latest checkpoint in compute.checkpoint_dir to resume training from, or None to start afresh."""
     if not spec.compute.checkpoint_dir or not Path(spec.compute.checkpoint_dir).is_dir():
         return None

@@ -25,18 +25,15 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from fcft import rundir
 from fcft.train import spectrum_yaml
 
 log = logging.getLogger(__name__)
 
 SCAN_VERSION = "1"  # bump when the SNR computation changes: old cache entries are then ignored
-RUN_FILE = "spectrum.yaml"
 
 
 def singular_values(weight):
@@ -145,11 +142,11 @@ def cached_snrs(model, cache_dir: Path) -> dict[str, dict]:
         log.info("Spectrum: SNRs from the cache %s", path)
         return json.loads(path.read_text())["modules"]
     snrs = scan(model)
-    _write_text(path, json.dumps({"version": SCAN_VERSION, "modules": snrs}, indent=2) + "\n")
+    rundir.write_text(path, json.dumps({"version": SCAN_VERSION, "modules": snrs}, indent=2) + "\n")
     return snrs
 
 
-def patterns_for_run(tuning: DictConfig, model) -> tuple[list[str], str]:
+def patterns_for_run(tuning, model) -> tuple[list[str], str]:
     """(patterns, file text) for a Spectrum run: tuning.spectrum_file's, or those of the model's cached scan."""
     if tuning.spectrum_file is not None:
         path = Path(tuning.spectrum_file)
@@ -159,7 +156,7 @@ def patterns_for_run(tuning: DictConfig, model) -> tuple[list[str], str]:
     cache_dir = cache_root() / "spectrum" / weights_key(model)
     text = spectrum_yaml.render(embedding_patterns(model), select(cached_snrs(model, cache_dir), tuning.top_percent))
     path = cache_dir / f"unfrozen_parameters_{tuning.top_percent:g}percent.yaml"
-    _write_text(path, text)
+    rundir.write_text(path, text)
     return spectrum_yaml.parse(text, str(path)), text
 
 
@@ -191,23 +188,15 @@ def freeze(model, patterns: list[str], origin: str) -> list[str]:
     return trained
 
 
-def apply(tuning: DictConfig, model, run_dir: Path) -> list[str]:
+def apply(tuning, model, run_dir: Path) -> list[str]:
     """Freeze the model for a Spectrum run and write the patterns used to run_dir/spectrum.yaml."""
     patterns, text = patterns_for_run(tuning, model)
     origin = f"tuning.spectrum_file={tuning.spectrum_file}" if tuning.spectrum_file else "Spectrum scan"
     trained = freeze(model, patterns, origin)
-    _write_text(Path(run_dir) / RUN_FILE, text)
+    rundir.write_text(Path(run_dir) / rundir.SPECTRUM, text)
     count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info(
         "Spectrum: %d tensors train (%d of %d parameters, %.1f%%)", len(trained), count, total, 100 * count / total
     )
     return trained
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write; the temporary name is unique per process, so ranks writing the same file don't collide."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -5,30 +5,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from fcft.spec import ADAPTER_TUNINGS, TuningName
+from fcft.spec.options import SpectrumTuning
 
 
-def prepare(spec: DictConfig, model, run_dir: Path):
+def prepare(spec, model, run_dir: Path):
     """Set up the model for the spec's tuning before a trainer is built; returns the PEFT config or None.
 
     Adapters are added by the TRL trainer from the returned config; Spectrum freezes the model here.
     """
-    if spec.tuning.name == TuningName.spectrum:
+    if isinstance(spec.tuning, SpectrumTuning):
         from fcft.train import spectrum
 
         spectrum.apply(spec.tuning, model, run_dir)
     return peft_config(spec.tuning)
 
 
-def peft_config(tuning: DictConfig):
+def peft_config(tuning):
     """A PEFT config for adapter tunings, None when the model's own parameters train."""
-    if tuning.name not in ADAPTER_TUNINGS:
+    if not tuning.adapters:
         return None
     from peft import LoraConfig
 
-    targets = OmegaConf.to_container(tuning.lora_target_modules)
+    targets = list(tuning.lora_target_modules)
     return LoraConfig(
         r=tuning.lora_r,
         lora_alpha=tuning.lora_alpha,

@@ -1,0 +1,153 @@
+"""Step 2 of validation, pure (no I/O, no heavy imports): each group becomes its option's typed schema, then
+the checks that span groups.
+
+A group's option is named by its `name` (model, compute, data and eval have one schema for every option).
+A key the option's schema doesn't own is refused, naming the options that do take it, or the key it was
+probably meant to be; a value of the wrong type is refused naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fcft.spec import GROUPS, RunSpec
+from fcft.spec.options import (
+    TRACKINGS,
+    TUNINGS,
+    Accelerator,
+    ComputeSpec,
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    SpecError,
+    fail,
+)
+
+# part -> the data key naming its file
+PART_PATHS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test_path"}
+
+
+def options(group: str) -> dict[str, type]:
+    """Option name -> schema, for the groups whose options have schemas of their own."""
+    if group == "method":
+        from fcft.train.methods import registry
+
+        return {name: method.settings for name, method in registry().items()}
+    return {"tuning": TUNINGS, "tracking": TRACKINGS}[group]
+
+
+SINGLE = {"model": ModelSpec, "compute": ComputeSpec, "data": DataSpec, "eval": EvalSpec}
+DEFAULT_OPTION = {"tuning": "full", "tracking": "mlflow"}
+
+
+def check(raw: dict) -> RunSpec:
+    """The typed RunSpec of resolved groups (resolve.py); SpecError naming the key when anything is off."""
+    unknown = sorted(set(raw) - set(GROUPS) - {"version"})
+    if unknown:
+        fail(unknown[0], f"unknown key; the spec's groups are {', '.join(GROUPS)}{_did_you_mean(unknown[0], GROUPS)}")
+    groups = {group: _group(group, raw.get(group)) for group in GROUPS if group != "launcher"}
+    spec = RunSpec(launcher=_launcher(raw.get("launcher")), **groups)
+    for group in GROUPS:
+        if group != "launcher":
+            getattr(spec, group).check()
+    _across_groups(spec)
+    return spec
+
+
+def _group(group: str, node: Any):
+    """The group's node as its option's schema object."""
+    node = {} if node is None else node
+    if not isinstance(node, dict):
+        fail(group, f"must be a mapping of settings, got {node!r}")
+    if group in SINGLE:
+        return _typed(group, SINGLE[group], node, "")
+    choices = options(group)
+    name = node.get("name", DEFAULT_OPTION.get(group))
+    if name not in choices:
+        fail(
+            f"{group}.name" if name is not None else group,
+            f"unknown {group} '{name}'; valid: {', '.join(sorted(choices))} (pick one with {group}=NAME)",
+        )
+    return _typed(group, choices[name], node, f" of {group}={name}")
+
+
+def _typed(group: str, schema: type, node: dict, option: str):
+    fields = {f.name for f in dataclasses.fields(schema)}
+    for key in node:
+        if key not in fields:
+            fail(
+                f"{group}.{key}",
+                f"not a setting{option}{_owners(group, key)}{_did_you_mean(key, fields)}; "
+                f"its settings: {', '.join(sorted(fields))}",
+            )
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        text = str(err).splitlines()[0]
+        raise SpecError(f"{group}.{key}: {text}" if key else f"{group}: {text}") from None
+
+
+def _owners(group: str, key: str) -> str:
+    """'; method=dpo, mpo take it' when other options of the group own `key`."""
+    if group in SINGLE:
+        return ""
+    owners = [name for name, schema in options(group).items() if key in {f.name for f in dataclasses.fields(schema)}]
+    if not owners:
+        return ""
+    return f"; {group}={', '.join(sorted(owners))} take{'s' if len(owners) == 1 else ''} it"
+
+
+def _did_you_mean(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _launcher(node: Any) -> dict:
+    """The launcher's settings: `_target_` names its class; the rest the launcher checks (fcft/runs/launch.py)."""
+    node = {"_target_": "launchers.local.LocalLauncher"} if node is None else node
+    if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+        fail("launcher._target_", "missing; name the launcher class, e.g. launchers.local.LocalLauncher")
+    return dict(node)
+
+
+def _across_groups(spec: RunSpec) -> None:
+    from fcft.data.formats import FORMATS
+    from fcft.train.methods import get
+
+    for key, name in (
+        ("model.format", spec.model.format),
+        ("data.format", spec.data.format),
+        ("eval.format", spec.eval.format),
+    ):
+        if name is not None and name not in FORMATS:
+            fail(key, f"unknown format '{name}'; valid formats: {', '.join(sorted(FORMATS))}")
+    method = get(spec.method.name)
+    if not method.trains and not spec.eval.enabled:
+        fail("eval.enabled", "method=none only evaluates: with eval.enabled=false there is nothing to run")
+    if spec.model.attn_implementation == "flash_attention_2" and spec.compute.accelerator == Accelerator.cpu:
+        fail(
+            "model.attn_implementation",
+            "flash_attention_2 needs a CUDA GPU and the flash-attn package; use sdpa on CPU",
+        )
+    if method.trains and spec.compute.num_processes is not None:
+        spec.method.accumulation_steps(spec.compute.num_processes)  # the global batch must divide
+    if spec.method.init_from is None and spec.model.path is None and not spec.model.embedded and not spec.model.hub_id:
+        fail("model", "set model.path to a local model directory or model.hub_id to a hub id")
+    for part in needed_parts(spec):
+        key = PART_PATHS[part]
+        if getattr(spec.data, key) is None and spec.data.hub_id is None:
+            fail(f"data.{key}", "is null and data.hub_id is null: give a file or a hub dataset id")
+
+
+def needed_parts(spec: RunSpec) -> list[str]:
+    """The data parts the run reads: its method's training part, and the test part when it evaluates."""
+    from fcft.train.methods import get
+
+    part = get(spec.method.name).part
+    return [p for p in (part, "test" if spec.eval.enabled else None) if p]

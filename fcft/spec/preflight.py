@@ -1,0 +1,104 @@
+"""Step 3 of validation, explicit I/O, before anything expensive starts: the model's weights and the data can be
+reached (local files readable, hub repositories cached or reachable), a run named by `method.init_from` has a
+model to start from, the Spectrum file parses, and the packages an option needs are installed.
+
+An MLflow run id in `method.init_from` is looked up by the caller's `find_run` (fcft.tracking.run_dir_of): the
+spec never talks to a tracking store itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable, Optional
+
+from fcft.spec import RunSpec
+from fcft.spec.check import PART_PATHS, needed_parts
+from fcft.spec.options import EvalBackend, SpecError, fail
+from fcft.spec.uris import run_id_in
+
+
+def preflight(spec: RunSpec, find_run: Optional[Callable] = None) -> RunSpec:
+    """The spec, with an MLflow run id in method.init_from replaced by its run directory; SpecError if the run
+    can't start."""
+    spec = _init_from(spec, find_run)
+    _model(spec)
+    _data(spec)
+    _tuning(spec)
+    _packages(spec)
+    return spec
+
+
+def _init_from(spec: RunSpec, find_run: Optional[Callable]) -> RunSpec:
+    init_from = spec.method.init_from
+    run_id = run_id_in(init_from) if init_from and not Path(init_from).exists() else None
+    if run_id is None:
+        return spec
+    if not spec.tracking.enabled or find_run is None:
+        fail(
+            "method.init_from",
+            f"'{init_from}' is an MLflow run id and can't be looked up here: give the run's "
+            "directory, or use tracking=mlflow with tracking.uri naming the store that holds the run",
+        )
+    run_dir, problem = find_run(run_id, spec.tracking.uri)
+    if problem:
+        fail("method.init_from", problem)
+    import dataclasses
+
+    return spec.replace(method=dataclasses.replace(spec.method, init_from=run_dir))
+
+
+def _model(spec: RunSpec) -> None:
+    from fcft import models
+
+    if spec.method.init_from is not None:
+        problem = models.init_from_problem(spec.method.init_from, spec.model)
+        if problem:
+            fail("method.init_from", problem)
+        return
+    problem = models.source_problem(spec.model)
+    if problem:
+        raise SpecError(problem)
+
+
+def _data(spec: RunSpec) -> None:
+    from_hub = False
+    for part in needed_parts(spec):
+        key = PART_PATHS[part]
+        path = getattr(spec.data, key)
+        if path is None:
+            from_hub = True
+        elif Path(path).is_dir():
+            fail(f"data.{key}", f"{path} is a directory; give a data file in it")
+        elif not Path(path).is_file():
+            fail(f"data.{key}", f"file {path} does not exist")
+    if from_hub:
+        from fcft import hub
+
+        problem = hub.problem(spec.data.hub_id, "dataset", None, "data.hub_id", "README.md")
+        if problem:
+            raise SpecError(problem)
+
+
+def _tuning(spec: RunSpec) -> None:
+    spectrum_file = getattr(spec.tuning, "spectrum_file", None)
+    if spectrum_file is not None:
+        from fcft.train import spectrum_yaml
+
+        problem = spectrum_yaml.problem(Path(spectrum_file))
+        if problem:
+            fail("tuning.spectrum_file", problem)
+
+
+def _packages(spec: RunSpec) -> None:
+    if spec.tuning.four_bit and importlib.util.find_spec("bitsandbytes") is None:
+        fail(
+            "tuning",
+            f"tuning={spec.tuning.name} loads 4-bit weights, which needs the bitsandbytes package: "
+            "pip install 'fcft[qlora]'",
+        )
+    if spec.eval.enabled and spec.eval.backend == EvalBackend.lm_eval and importlib.util.find_spec("lm_eval") is None:
+        fail("eval.backend", "lm_eval needs lm-evaluation-harness, which is not installed: pip install 'fcft[eval]'")
+    uri = getattr(spec.tracking, "uri", None) or ""
+    if uri.startswith("arn:") and importlib.util.find_spec("sagemaker_mlflow") is None:
+        fail("tracking.uri", "a SageMaker MLflow ARN needs the sagemaker-mlflow plugin: pip install 'fcft[sagemaker]'")
