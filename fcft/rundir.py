@@ -43,6 +43,8 @@ JOB_REQUEST = "job_request.json"
 TRAINER = "trainer"
 STAGES = "stages.json"
 HYDRA = ".hydra"
+HYDRA_CONFIG = ".hydra/config.yaml"  # the composed config (with any experiment), as Hydra writes it
+HYDRA_OVERRIDES = ".hydra/overrides.yaml"  # the command-line overrides that made the run
 SWEEP_TRACKING = "tracking.json"
 SWEEP_SUMMARY = "sweep.json"
 
@@ -100,6 +102,9 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the directory from everyone else
     try:
         yield tmp
         shutil.rmtree(path, ignore_errors=True)

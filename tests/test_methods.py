@@ -13,7 +13,8 @@ from fcft import models
 from fcft import spec as run_spec
 from fcft.data import formats
 from fcft.data.when2call import load_part
-from fcft.train import train, train_part
+from fcft.train.methods import get as get_method
+from fcft.train.methods import registry
 
 LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$")
 
@@ -57,15 +58,17 @@ def _expected_trainable(tuning: str, model, run_dir) -> set[str]:
 
 
 @pytest.mark.parametrize("tuning", ["full", "lora", "qlora", "spectrum"])
-@pytest.mark.parametrize("method", ["sft", "dpo", "mpo"])
+@pytest.mark.parametrize("method", sorted(name for name, m in registry().items() if m.trains))
 def test_method_trains_exactly_the_tunings_parameters(method, tuning, tmp_path, tiny_dir):
     spec = _spec(method, tuning)
-    rows = load_part(spec.data, train_part(method), spec.data.limit).rows
+    entry = get_method(method)  # the registry: its data part, its dataset, its trainer
+    rows = load_part(spec.data, entry.part, spec.data.limit).rows
     model, tokenizer = models.load(spec, "cpu")
     assert getattr(model, "is_loaded_in_4bit", False) == (tuning == "qlora")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
 
-    trainer = train(spec, model, tokenizer, rows, formats.get("qwen2_5"), tmp_path, "cpu")
+    dataset = entry.dataset(rows, formats.get("qwen2_5"), tokenizer, spec.model.max_length)
+    trainer = entry.train(spec, model, tokenizer, dataset, tmp_path, "cpu")
 
     assert trainer.state.global_step == 2
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
@@ -101,7 +104,9 @@ def test_dpo_loss_types_are_trls():
 
     help_text = DPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
     trl_types = set(re.findall(r"`'(\w+)'`", help_text))
-    assert set(run_spec.DPO_LOSS_TYPES) == trl_types - {"exo_pair"}
+    from fcft.train.methods.preference import LOSS_TYPES
+
+    assert set(LOSS_TYPES) == trl_types - {"exo_pair"}
 
 
 def test_preference_pairs_are_split_as_the_evaluator_splits(tiny_dir):

@@ -1,18 +1,23 @@
 """PNG plots for runs and sweeps, drawn with matplotlib's Agg backend (no display needed).
 
-    confusion(...)   a run's 4 x 4 confusion matrix (eval/confusion.png, an MLflow artifact)
+    confusion(...)   a run's 4 x 4 confusion matrix (rundir.CONFUSION, an MLflow artifact)
     metric_vs(...)   a sweep's metric against one swept parameter, a panel per model, a line per other setting
     heatmap(...)     a sweep's metric over two swept parameters, a panel per model
+    sweep(...)       the sweep report's plots of one metric (the headline), drawn from its rows with the two above
 
 Figures are built with matplotlib.figure.Figure, not pyplot, so nothing global is touched; files are written
-atomically. matplotlib is imported inside the functions (~0.3 s).
+atomically (rundir.atomic_file). matplotlib is imported inside the functions (~0.3 s).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
+
+from fcft import rundir
+
+MAX_SERIES = 6  # more combinations of the other swept values than this: one scatter per model instead of lines
 
 
 def confusion(confusion: dict, path: Path, title: str = "") -> Path:
@@ -119,6 +124,81 @@ def heatmap(points: Sequence[dict], x_param: str, y_param: str, metric: str, pat
     return _save(fig, path)
 
 
+# --- a sweep's plots ----------------------------------------------------------------------------------------
+
+
+def sweep(rows: Sequence, swept: list[str], folder: Path, metric) -> list[tuple[str, str]]:
+    """`metric` (an EvalMetric) against each swept numeric parameter, `<key>_vs_<parameter>.png`, and over two of
+    them, `<key>_<x>_x_<y>.png`, when they were swept over a grid; `rows` are the report's (fcft/report/rows.py).
+    Returns (title, file name) of each plot written into folder."""
+    key = metric.key
+    numeric = [k for k in swept if all(number(r.values[k]) is not None for r in rows if k in r.values)]
+    scored = [r for r in rows if r.eval.get(key) is not None]
+    written = []
+    for param in numeric:
+        others = [k for k in swept if k != param and k != "model"]
+        points = []
+        for r in (r for r in scored if param in r.values):
+            value = r.eval[key]
+            low, high = (r.eval.get(metric.interval) if metric.interval else None) or (value, value)
+            point = dict(model=r.model or "?", x=number(r.values[param]), y=value, low=low, high=high)
+            points.append({**point, "series": _series(r, others)})
+        if not points:
+            continue
+        connect = len({p["series"] for p in points}) <= MAX_SERIES
+        if not connect:
+            for p in points:
+                p["series"] = ""
+        name = f"{key}_vs_{_file_part(param)}.png"
+        metric_vs(points, param, key, folder / name, connect=connect)
+        written.append((f"{key} against {param}", name))
+    if len(numeric) == 2:
+        x_key, y_key = numeric
+        grid = [
+            dict(model=r.model or "?", x=number(r.values[x_key]), y=number(r.values[y_key]), value=r.eval.get(key))
+            for r in rows
+            if x_key in r.values and y_key in r.values
+        ]
+        if grid and _is_grid(grid):
+            name = f"{key}_{_file_part(x_key)}_x_{_file_part(y_key)}.png"
+            heatmap(grid, x_key, y_key, key, folder / name)
+            written.append((f"{key} over {x_key} x {y_key}", name))
+    return written
+
+
+def number(text: Optional[str]) -> Optional[float]:
+    """A swept value as a number, or None when it is not one (a model name, a path)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _series(row, others: list[str]) -> str:
+    parts = ([f"stage={row.outcome.stage}"] if row.outcome.stage else []) + [
+        f"{k}={row.values.get(k)}" for k in others
+    ]
+    return " ".join(parts)
+
+
+def _is_grid(points: list[dict]) -> bool:
+    """The two parameters were swept over (most of) a grid, per model: a heatmap shows it; random search doesn't."""
+    for model in {p["model"] for p in points}:
+        mine = [p for p in points if p["model"] == model]
+        cells = len({p["x"] for p in mine}) * len({p["y"] for p in mine})
+        if cells > 2 * len({(p["x"], p["y"]) for p in mine}):
+            return False
+    return True
+
+
+def _file_part(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in key)
+
+
+# --- drawing ------------------------------------------------------------------------------------------------
+
+
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
@@ -126,12 +206,9 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
-    return path
+    with rundir.atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
 
 
 def _ordered(items) -> list:

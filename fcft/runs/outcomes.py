@@ -38,7 +38,7 @@ class Outcome:
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep's run directories in job order; a job with stages gives its stages' directories, in order."""
-    found = [d for d in Path(sweep_dir).iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    found = [d for d in Path(sweep_dir).iterdir() if d.is_dir() and (d / rundir.HYDRA).is_dir()]
     jobs = sorted(found, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
     return [run_dir for job in jobs for run_dir in job_run_dirs(job)]
 
@@ -80,7 +80,7 @@ def stage_of(run_dir: Path) -> str:
 
 def overrides(run_dir: Path) -> list[str]:
     """The overrides that composed the run's config (.hydra/overrides.yaml)."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    path = Path(run_dir) / rundir.HYDRA_OVERRIDES
     if not path.is_file():
         return []
     from omegaconf import OmegaConf

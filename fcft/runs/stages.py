@@ -58,7 +58,7 @@ def check(experiment: DictConfig) -> None:
 def run(
     experiment: DictConfig, job_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None, prefix: str = ""
 ) -> Optional[float]:
-    """Run the experiment's stages in job_dir; returns the last stage's headline eval metric (acc_norm) (None if it failed).
+    """Run the experiment's stages in job_dir; returns the last stage's headline metric (None if it failed).
     `overrides`: the job's own (Hydra's task overrides); `prefix`: for the MLflow run names (e.g. the job number)."""
     from hydra import compose
 
@@ -108,7 +108,5 @@ def run(
 
 def _record_config(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
     """`.hydra/overrides.yaml` and `.hydra/config.yaml`, as Hydra writes them for a job."""
-    hydra_dir = stage_dir / ".hydra"
-    hydra_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+    rundir.write_text(stage_dir / rundir.HYDRA_OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    rundir.write_text(stage_dir / rundir.HYDRA_CONFIG, OmegaConf.to_yaml(cfg))
