@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -63,20 +64,24 @@ def test_every_group_combination_composes_into_a_valid_spec(combo, tiny_dir):
     assert spec.method.name == choices["method"]
     assert spec.tuning.name == choices["tuning"]
     assert spec.data.name == choices["data"]
-    assert OmegaConf.is_readonly(spec)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.method.name = "other"
 
 
 @pytest.mark.parametrize("compute, launcher", WHERE)
 def test_every_compute_preset_composes_with_its_launcher(compute, launcher):
     import torch
 
+    from fcft.runs.launch import make_launcher
+
     cfg = compose(f"compute={compute}", f"launcher={launcher}")
-    if cfg.compute.accelerator == "cuda" and cfg.compute.instance_type is None and not torch.cuda.is_available():
-        with pytest.raises(run_spec.SpecError, match="needs a CUDA GPU"):
-            run_spec.validate(cfg)
-        return
     spec = run_spec.validate(cfg)
-    assert spec.compute.name == compute and spec.launcher._target_.startswith(f"launchers.{launcher}.")
+    assert spec.compute.name == compute and spec.launcher["_target_"].startswith(f"launchers.{launcher}.")
+    if launcher == "local" and spec.compute.accelerator == "cuda" and not torch.cuda.is_available():
+        with pytest.raises(run_spec.SpecError, match="needs a CUDA GPU"):
+            make_launcher(spec)  # the local launcher checks the machine it runs on
+    if launcher == "sagemaker":
+        assert spec.launcher["instance_type"] == compute, "an ml.* preset sets the SageMaker launcher's instance"
 
 
 def test_real_models_keep_their_hub_ids_and_recipe_values():
@@ -105,9 +110,14 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("+method.foo=1", "unknown key 'method.foo': valid keys under 'method' are"),
-        ("+foo=1", "unknown key 'foo'"),
-        ("+model.extra.deep=1", "unknown key 'model.extra'"),
+        ("+method.foo=1", "method.foo: not a setting of method=sft; its settings: global_batch_size,"),
+        ("+foo=1", "foo: unknown key; the spec's groups are model, method, tuning"),
+        ("+model.extra.deep=1", "model.extra: not a setting"),
+        ("method.learning_rat=1", "method.learning_rat: not a setting of method=sft (did you mean 'learning_rate'?)"),
+        (
+            "tuning=full tuning.top_percent=150",
+            "tuning.top_percent: not a setting of tuning=full; tuning=spectrum takes it",
+        ),
         (
             "model=qwen3_0.6b",
             "model.hub_id: 'Qwen/Qwen3-0.6B' is not in the local hub cache and HF_HUB_OFFLINE is set: "
@@ -126,8 +136,12 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("method=none eval.enabled=false", "method=none only evaluates"),
         ("eval.bootstrap_resamples=0", "eval.bootstrap_resamples: must be >= 1"),
         ("compute=cpu model.attn_implementation=flash_attention_2", "flash_attention_2 needs a CUDA GPU"),
-        ("method=sft method.beta=0.1", "method.beta: only the preference methods (dpo, mpo) take it; method is sft"),
-        ("method=sft method.loss_type=[sigmoid]", "method.loss_type: only the preference methods"),
+        ("method=sft method.beta=0.1", "method.beta: not a setting of method=sft; method=dpo, kto, mpo take it"),
+        (
+            "method=sft method.loss_type=[sigmoid]",
+            "method.loss_type: not a setting of method=sft; method=dpo, kto, mpo",
+        ),
+        ("method=none method.learning_rate=1e-5", "method.learning_rate: not a setting of method=none; method=dpo,"),
         ("method=dpo method.beta=0", "method.beta: dpo needs beta > 0"),
         (
             "method=dpo method.loss_type=[sigmoidd]",
@@ -145,17 +159,17 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ),
         (
             "method=dpo method.init_from=3f2a9c",
-            "method.init_from: '3f2a9c' is neither a run directory nor an MLflow run id (32 hexadecimal",
+            "is neither a run directory nor an MLflow run id (32 hexadecimal characters",
         ),
         ("method=dpo data.pref_path=null", "data.pref_path: is null and data.hub_id is null"),
         ("method=mpo data.pref_path=/nonexistent.jsonl", "data.pref_path: file /nonexistent.jsonl does not exist"),
         (
             "tuning=full tuning.load_in_4bit=true",
-            "tuning.load_in_4bit: 4-bit weights can't be trained directly, so tuning=full can't use them",
+            "tuning.load_in_4bit: not a setting of tuning=full; tuning=qlora takes it",
         ),
         (
             "tuning=spectrum tuning.load_in_4bit=true",
-            "tuning=spectrum can't use them; QLoRA trains LoRA adapters on 4-bit weights: use tuning=qlora",
+            "tuning.load_in_4bit: not a setting of tuning=spectrum; tuning=qlora takes it",
         ),
         (
             "tuning=qlora tuning.load_in_4bit=false",
@@ -172,7 +186,7 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ),
         (
             "tuning=lora tuning.spectrum_file=/nonexistent.yaml",
-            "tuning.spectrum_file: only tuning=spectrum reads it; tuning is lora",
+            "tuning.spectrum_file: not a setting of tuning=lora; tuning=spectrum takes it",
         ),
         ("tracking.uri=ftp://example.com", "tracking.uri: 'ftp://example.com' is not a tracking URI fcft can use"),
         (
@@ -199,34 +213,61 @@ def test_validation_errors_name_the_key_and_what_is_valid(override, message):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("method.learning_rat=1", "Key 'learning_rat' not in 'MethodSpec'"),
-        ("method.learning_rate=abc", "Value 'abc' of type 'str' could not be converted to Float"),
-        ("tuning.name=qlorra", "Invalid value 'qlorra', expected one of [full, lora, qlora, spectrum]"),
-        ("eval.backend=lm_evl", "Invalid value 'lm_evl', expected one of [fcft, lm_eval]"),
+        (
+            "method.learning_rate=abc",
+            "method.learning_rate: Value 'abc' of type 'str' could not be converted to Float",
+        ),
+        ("tuning.name=qlorra", "tuning.name: unknown tuning 'qlorra'; valid: full, lora, qlora, spectrum"),
+        ("eval.backend=lm_evl", "eval.backend: Invalid value 'lm_evl', expected one of [fcft, lm_eval]"),
+        ("compute.num_processes=two", "compute.num_processes: Value 'two' of type 'str' could not be converted"),
     ],
 )
-def test_type_and_key_errors_come_from_the_schema(override, message):
-    from hydra.errors import ConfigCompositionException
+def test_type_errors_name_the_key(override, message):
+    with pytest.raises(run_spec.SpecError) as err:
+        run_spec.validate(compose(override))
+    assert message in str(err.value)
 
-    with pytest.raises(ConfigCompositionException) as err:
-        compose(override)
-    assert message in str(err.value.__cause__ or err.value)
+
+def test_a_spec_written_before_per_option_schemas_still_loads(tmp_path):
+    """Version 1 spec.yaml files (one flat schema per group, instance settings under compute) load as version 2."""
+    v1 = CONF_DIR.parent / "tests" / "data" / "spec_v1"
+    loaded = {}
+    for path in sorted(v1.glob("*.yaml")):
+        text = path.read_text().replace("@SAMPLE_DIR@", str(SAMPLE_DIR)).replace("@TMP@", str(tmp_path))
+        (tmp_path / path.name).write_text(text)
+        loaded[path.stem] = run_spec.load(tmp_path / path.name)
+    sft, dpo, sagemaker = loaded["sft_spectrum"], loaded["dpo_lora"], loaded["sagemaker_spot"]
+    assert (sft.method.name, sft.tuning.top_percent, sft.method.max_steps) == ("sft", 50.0, 3)
+    assert not hasattr(sft.method, "beta"), "DPO's keys of a version 1 SFT spec are dropped"
+    assert (dpo.tuning.name, dpo.tuning.lora_r, dpo.method.beta, dpo.tracking.enabled) == ("lora", 16, 0.1, False)
+    assert sagemaker.launcher["instance_type"] == "ml.p4d.24xlarge" and sagemaker.launcher["use_spot"] is True
+    assert sagemaker.launcher["max_wait_s"] == 180000 and not hasattr(sagemaker.compute, "instance_type")
+    assert list(sagemaker.method.loss_type) == ["sigmoid", "bco_pair", "sft"]
+    resaved = run_spec.load(run_spec.save(sagemaker, tmp_path / "again.yaml"))
+    assert resaved == sagemaker and resaved.version == run_spec.VERSION
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["method.learning_rat=1"], "Key 'learning_rat' not in 'MethodSpec'"),
+        (
+            ["method.learning_rat=1"],
+            "method.learning_rat: not a setting of method=sft (did you mean 'learning_rate'?)",
+        ),
         (["method.learning_rate=abc"], "could not be converted to Float"),
         (
             ["model=qwen3_06b"],
             "Could not find 'model/qwen3_06b'\n\nAvailable options in 'model':\n\tllama3.2_3b\n\tqwen3_0.6b",
         ),
-        (["+method.foo=1"], "fcft: invalid config: unknown key 'method.foo'"),
+        (["+method.foo=1"], "fcft: invalid config: method.foo: not a setting of method=sft"),
+        (
+            ["compute=ml.g5.2xlarge"],
+            "launcher.instance_type: not a setting of launcher=local; launcher=sagemaker takes it",
+        ),
         (["model=qwen3_0.6b"], "set model.path=DIR to a local copy, or go online"),
         (["data.test_path=/nonexistent.jsonl"], "data.test_path: file /nonexistent.jsonl does not exist"),
         (["launcher._target_=launchers.nope.Launcher"], "launcher._target_: can't import 'launchers.nope.Launcher'"),
-        (["+launcher.bogus=1"], "unknown key 'launcher.bogus' for launchers.local.LocalLauncher"),
+        (["+launcher.bogus=1"], "launcher.bogus: not a setting of launcher=local; its settings: none"),
     ],
 )
 def test_cli_rejects_bad_input_with_a_message_and_nonzero_exit(args, message, tmp_path):

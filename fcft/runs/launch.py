@@ -104,14 +104,14 @@ def _check_keys(launcher_class: type, target: str, settings: dict) -> None:
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     valid = sorted(name for name, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    known = _launcher_options()
+    this = next((f"launcher={name}" for name, cls in known.items() if cls is launcher_class), target)
     for key in settings:
         if key not in valid:
-            owners = [
-                name for name, cls in _launcher_options().items() if cls is not launcher_class and key in _keys(cls)
-            ]
+            owners = [name for name, cls in known.items() if cls is not launcher_class and key in _keys(cls)]
             where = f"; launcher={', '.join(owners)} take{'s' if len(owners) == 1 else ''} it" if owners else ""
             raise SpecError(
-                f"launcher.{key}: not a setting of {target}{where}; its settings: "
+                f"launcher.{key}: not a setting of {this}{where}; its settings: "
                 f"{', '.join(valid) or 'none (it takes no settings)'}"
             )
 
