@@ -7,7 +7,8 @@ with one process per GPU of each instance (`accelerate launch`), and publish the
 - /opt/ml/output/data ($SM_OUTPUT_DATA_DIR) gets the same without model/: output.tar.gz, small, for metrics.
 - On failure, the worker's error message goes to /opt/ml/output/failure: SageMaker shows it as the job's
   FailureReason.
-Standard library only until fcft is installed (the image brings Python, torch and CUDA).
+Standard library only until fcft is installed (the image brings Python, torch and CUDA); from then on the
+run directory's file names are fcft.rundir's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def install(source: Path) -> None:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("\n".join(pins) + "\n")
         copy = Path(tmp) / "fcft"  # build from a copy: the code channel may be read-only
+        # Not the job's spec folder (sagemaker_job.CODE_SPEC's; a literal: fcft can't be imported yet).
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns("fcft_job"))
         packages = [f"{copy}[deepspeed]", *tracking_packages(os.environ.get("MLFLOW_TRACKING_URI", ""))]
         subprocess.run(
@@ -71,10 +73,12 @@ def machines():
 
 
 def publish_outputs(run_dir: Path, output_data: Path) -> None:
-    """Copy the run directory without model/ to output_data (SageMaker's output.tar.gz)."""
+    """Copy the run directory without its model to output_data (SageMaker's output.tar.gz)."""
+    from fcft import rundir
+
     output_data.mkdir(parents=True, exist_ok=True)
     for path in run_dir.iterdir():
-        if path.name == "model":
+        if path.name == rundir.MODEL:
             continue
         if path.is_dir():
             shutil.copytree(path, output_data / path.name, dirs_exist_ok=True)
@@ -83,8 +87,10 @@ def publish_outputs(run_dir: Path, output_data: Path) -> None:
 
 
 def report_failure(run_dir: Path, status: int) -> None:
-    error = run_dir / "error.json"
-    reason = json.loads(error.read_text())["message"] if error.is_file() else f"the worker exited with status {status}"
+    """The worker's error message (or its exit status) as the job's FailureReason."""
+    from fcft import rundir
+
+    reason = (rundir.RunDir(run_dir).error() or {}).get("message") or f"the worker exited with status {status}"
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUTPUT_DIR / "failure").write_text(reason[:FAILURE_LIMIT])
 

@@ -12,7 +12,7 @@ from conftest import compose, run_cli
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from fcft import models
+from fcft import models, rundir
 from fcft import spec as run_spec
 
 SMALL = (
@@ -96,7 +96,7 @@ def _run(run_dir, *overrides: str) -> None:
 
     spec = run_spec.validate(compose(*overrides))
     run_dir.mkdir(parents=True)
-    run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
+    run_spec.save(spec, run_dir / rundir.SPEC)
     worker.run(spec, run_dir)
 
 

@@ -7,12 +7,12 @@ import json
 import sys
 
 import pytest
-from conftest import compose, run_cli
+from conftest import CONF_DIR, compose, run_cli
 
+from fcft import rundir
 from fcft import spec as run_spec
 from fcft.data import SAMPLE_DIR
-from fcft.runs import jobs
-from fcft.runs.launch import make_launcher
+from fcft.runs.launch import build, make_launcher
 from launchers.processes import Machines, worker_command
 
 # Same global batch of 4 in every run: 1 process x 2 per device x 2 accumulation, 2 processes x 2 x 1.
@@ -29,8 +29,7 @@ SAME_BATCH = (
 
 
 def losses(run_dir):
-    records = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if "loss" in r]
+    return [r["loss"] for r in rundir.read_jsonl(run_dir / rundir.TRAIN_LOG) if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,7 @@ def one_process(tmp_path_factory, tiny_dir):
 @pytest.mark.parametrize("compute", ["cpu_ddp2", "cpu_zero3"])
 def test_two_processes_follow_the_one_process_loss_curve(compute, one_process, tmp_path, capfd):
     spec = run_spec.validate(compose(f"compute={compute}", *SAME_BATCH, "eval.limit=2"))
-    run_spec.save(spec, tmp_path / run_spec.SPEC_FILE)
+    run_spec.save(spec, tmp_path / rundir.SPEC)
     metrics = make_launcher(spec).launch(spec, tmp_path)
     assert metrics["train"]["processes"] == 2  # accelerate really started two
     assert metrics["train"]["global_batch_size"] == 4 and metrics["train"]["steps"] == 3
@@ -55,8 +54,8 @@ def test_two_processes_follow_the_one_process_loss_curve(compute, one_process, t
     assert len(expected) == 3 and expected[0] != pytest.approx(expected[-1], abs=1e-3)  # the loss moved
     assert losses(tmp_path) == pytest.approx(expected, rel=1e-4)
     # Rank 0 alone wrote the run directory and evaluated, once.
-    assert metrics["eval"]["n"] == 2 and len((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()) == 2
-    assert (tmp_path / "model" / "model.safetensors").is_file() and not list(tmp_path.glob(".*tmp"))
+    assert metrics["eval"]["n"] == 2 and len(rundir.read_jsonl(tmp_path / rundir.SAMPLES)) == 2
+    assert (tmp_path / rundir.MODEL / "model.safetensors").is_file() and not list(tmp_path.glob(".*tmp"))
     out = capfd.readouterr().out
     assert "2 processes (" in out and "x 2 per device x 1 accumulation = global batch 4" in out
 
@@ -91,7 +90,7 @@ def test_worker_command_for_each_strategy(tmp_path):
         "fcft.worker",
         str(tmp_path / "spec.yaml"),
     ]
-    zero3 = run_spec.validate(compose("compute=ml.p4d.24xlarge", "model.dtype=bfloat16"))
+    zero3 = run_spec.validate(compose("launcher=sagemaker", "compute=ml.p4d.24xlarge", "model.dtype=bfloat16"))
     command = worker_command(zero3, tmp_path / "spec.yaml", 8, Machines(2, 1, "algo-1", 29500), run_dir=tmp_path)
     flags = dict(zip(command[3:-5:2], command[4:-5:2]))
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
@@ -128,18 +127,11 @@ def test_sagemaker_entry_reads_the_job_machines(tmp_path, monkeypatch):
             ("compute=cpu_ddp2", "method.global_batch_size=6"),
             "method.global_batch_size: 6 is not a multiple of per_device_train_batch_size x processes = 8 x 2 = 16",
         ),
-        (("compute.instance_count=2",), "compute.instance_count: applies to SageMaker jobs only"),
         (
-            ("compute=ml.g5.2xlarge", "compute.use_spot=true"),
-            "compute.max_wait_s: spot training needs max_wait_s >= max_runtime_s (86400), got None",
+            ("launcher.instance_count=2",),
+            "launcher.instance_count: not a setting of launcher=local; launcher=sagemaker takes it",
         ),
-        (("compute=ml.g5.2xlarge", "compute.use_spot=true", "compute.max_wait_s=600"), "got 600"),
-        (("compute=ml.g5.2xlarge", "compute.max_wait_s=90000"), "compute.max_wait_s: applies to spot training only"),
-        (
-            ("compute=ml.g5.2xlarge", "compute.instance_type=p4d.24xlarge"),
-            "compute.instance_type: 'p4d.24xlarge' is not a SageMaker instance type",
-        ),
-        (("compute=ml.g5.2xlarge", "compute.max_runtime_s=0"), "compute.max_runtime_s: must be in [1, 2419200]"),
+        (("compute.instance_count=2",), "compute.instance_count: not a setting"),  # the launcher's, since spec v2
         (("compute.strategy=zero4",), "Invalid value 'zero4', expected one of [none, ddp, zero3]"),
     ],
 )
@@ -147,15 +139,26 @@ def test_compute_combinations_that_cannot_work_are_refused(overrides, message):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises((run_spec.SpecError, ConfigCompositionException)) as err:
-        run_spec.validate(compose(*overrides))
+        make_launcher(run_spec.validate(compose(*overrides)))
     assert message in str(err.value.__cause__ or err.value)
 
 
-def test_a_sagemaker_instance_with_the_local_launcher_is_refused():
+SAGEMAKER_PRESETS = sorted(path.stem for path in (CONF_DIR / "compute").glob("ml.*.yaml"))
+
+
+@pytest.mark.parametrize("preset", SAGEMAKER_PRESETS)
+def test_a_sagemaker_preset_is_refused_by_the_local_launcher_and_taken_by_sagemaker(preset):
+    """A compute=ml.* preset sets the SageMaker launcher's instance settings: launcher=local names the launcher
+    that takes them; launcher=sagemaker gets the preset's instance (the launcher group composes after compute)."""
     with pytest.raises(
-        run_spec.SpecError, match="compute.instance_type: ml.p4d.24xlarge .* is a SageMaker instance type"
+        run_spec.SpecError,
+        match="launcher.instance_type: not a setting of launcher=local; launcher=sagemaker takes it",
     ):
-        make_launcher(run_spec.validate(compose("compute=ml.p4d.24xlarge")))
+        make_launcher(run_spec.validate(compose(f"compute={preset}")))
+    launcher = build(run_spec.validate(compose("launcher=sagemaker", f"compute={preset}")).launcher)
+    assert launcher.instance_type == preset and launcher.instance_count == 1 and not launcher.use_spot
+    spot = ("launcher.use_spot=true", "launcher.max_wait_s=180000")
+    assert build(run_spec.validate(compose("launcher=sagemaker", f"compute={preset}", *spot)).launcher).use_spot
 
 
 def test_gpu_presets_need_a_gpu_here():
@@ -163,8 +166,8 @@ def test_gpu_presets_need_a_gpu_here():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    with pytest.raises(run_spec.SpecError, match="compute.accelerator: 'cuda' needs a CUDA GPU"):
-        run_spec.validate(compose("compute=gpu"))
+    with pytest.raises(run_spec.SpecError, match=r"compute.accelerator: 'cuda' \(compute=gpu\) needs a CUDA GPU"):
+        make_launcher(run_spec.validate(compose("compute=gpu")))
 
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
@@ -179,12 +182,10 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert result.returncode == 1, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["jobs"]
+    summary = rundir.read_json(tmp_path / "sweep" / rundir.SWEEP_SUMMARY)["jobs"]
     assert [job["ok"] for job in summary] == [False, False, True]
     assert summary[0]["status"].startswith("DataError: ") and "line 1" in summary[0]["status"]
     assert "data.test_path: file /nonexistent.jsonl does not exist" in summary[1]["status"]
-    assert (tmp_path / "sweep" / "1" / jobs.ERROR_FILE).is_file() and not (
-        tmp_path / "sweep" / "1" / "spec.yaml"
-    ).exists()
+    assert rundir.RunDir(tmp_path / "sweep" / "1").failed and not (tmp_path / "sweep" / "1" / rundir.SPEC).exists()
     assert summary[2]["metrics"]["eval"]["n"] == 2
     assert "1 of 3 jobs succeeded" in result.stdout and "DataError" in result.stdout

@@ -133,7 +133,10 @@ def test_show_fails_when_training_and_evaluation_formats_differ(capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["show", "data.fromat=blog"], "fcft.data: invalid overrides: Could not override 'data.fromat'"),
+        (
+            ["show", "data.fromat=blog"],
+            "fcft.data: invalid config: data.fromat: not a setting (did you mean 'format'?)",
+        ),
         (["show", "data.format=chatml"], "fcft.data: invalid config: data.format: unknown format 'chatml'"),
         (["show", "index=-1"], "fcft.data: index must be a row number >= 0, got '-1'"),
         (["show", "index=999"], "has no usable row 999 (its last is 47)"),

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, compose
 
+from fcft import rundir
 from fcft import spec as run_spec
 from fcft.runs import jobs
 from fcft.runs.launch import make_launcher
@@ -101,8 +103,8 @@ def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, capl
     spec = sagemaker_spec(
         "compute=ml.p4d.24xlarge",
         "launcher.wait=false",
-        "compute.use_spot=true",
-        "compute.max_wait_s=180000",
+        "launcher.use_spot=true",
+        "launcher.max_wait_s=180000",
         "method.learning_rate=1e-4",
     )
     with moto.mock_aws(), create_requests() as sent:
@@ -135,7 +137,7 @@ def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, capl
     code_prefix = channels["code"].split(f"s3://{BUCKET}/", 1)[1] + "/"
     code = {key[len(code_prefix) :] for key in objects if key.startswith(code_prefix)}
     assert {
-        "fcft/spec/",
+        "fcft/spec/__init__.py",
         "launchers/sagemaker_entry.py",
         "conf/config.yaml",
         "pyproject.toml",
@@ -151,7 +153,8 @@ def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, capl
     assert job_spec.launcher._target_ == "launchers.local.LocalLauncher"
     assert job_spec.method.learning_rate == 1e-4
 
-    record = jobs.read_record(tmp_path)
+    assert (tmp_path / rundir.JOB_SPEC).read_bytes() == objects[code_prefix + "fcft_job/spec.yaml"]  # kept here
+    record = rundir.RunDir(tmp_path).job()
     assert record["job_name"] == request["TrainingJobName"] and record["region"] == REGION
     assert record["model_artifacts"] == f"s3://{BUCKET}/fcft/{base}/{request['TrainingJobName']}/output/model.tar.gz"
     assert record["request"]["Environment"]["HF_TOKEN"] == "***"
@@ -173,8 +176,8 @@ def test_dry_run_prints_the_request_and_submits_nothing(aws, tmp_path, capsys):
     assert request["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
     assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert request["Environment"]["HF_TOKEN"] == "***"
-    assert json.loads((tmp_path / "job_request.json").read_text()) == request
-    assert not (tmp_path / jobs.JOB_FILE).exists()
+    assert json.loads((tmp_path / rundir.JOB_REQUEST).read_text()) == request
+    assert not (tmp_path / rundir.JOB).exists()
     assert_no_secret(out, run_dir=tmp_path)
 
 
@@ -226,10 +229,10 @@ def simulate_job(job_root: Path, request: dict, s3) -> None:
 
 def test_job_runs_from_what_was_uploaded_and_its_results_come_back(aws, tmp_path, monkeypatch, tiny_dir, capsys):
     """End to end: submit (wait=true), play the job from the S3 uploads with the entry script, fetch."""
-    import launchers.sagemaker as sagemaker_launcher
+    import launchers.sagemaker_job as sagemaker_job
 
     job_root = tmp_path / "opt" / "ml"
-    monkeypatch.setattr(sagemaker_launcher, "JOB_ROOT", str(job_root))  # the container's /opt/ml, here
+    monkeypatch.setattr(sagemaker_job, "JOB_ROOT", str(job_root))  # the container's /opt/ml, here
     spec = sagemaker_spec(
         "compute=ml.g5.2xlarge",
         "compute.accelerator=cpu",
@@ -243,7 +246,7 @@ def test_job_runs_from_what_was_uploaded_and_its_results_come_back(aws, tmp_path
     )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
+    run_spec.save(spec, run_dir / rundir.SPEC)
     with moto.mock_aws():
         import boto3
 
@@ -253,14 +256,14 @@ def test_job_runs_from_what_was_uploaded_and_its_results_come_back(aws, tmp_path
         ):
             metrics = make_launcher(spec).launch(spec, run_dir)
     assert metrics["train"]["steps"] == 2 and metrics["eval"]["n"] == 4
-    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
-    assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "eval" / "samples.jsonl").is_file()
-    assert run_spec.load(run_dir / "spec.yaml") == spec  # the local spec is kept, not the job's
-    job_spec = run_spec.load(job_root / "model" / "spec.yaml")  # the job read its inputs from its channels
+    assert rundir.RunDir(run_dir).metrics() == metrics
+    assert (run_dir / rundir.MODEL / "model.safetensors").is_file() and (run_dir / rundir.SAMPLES).is_file()
+    assert run_spec.load(run_dir / rundir.SPEC) == spec  # the local spec is kept, not the job's
+    job_spec = run_spec.load(job_root / "model" / rundir.SPEC)  # the job read its inputs from its channels
     assert job_spec.model.path == f"{job_root}/input/data/model" and job_spec.data.train_path.startswith(str(job_root))
     # The job could not reach this machine's SQLite store: its MLflow run was recorded here when collected.
     assert job_spec.tracking.name == "none" and len(metrics["tracking"]["run_id"]) == 32
-    record = jobs.read_record(run_dir)
+    record = rundir.RunDir(run_dir).job()
     assert record["status"] == "Completed" and record["fetched"] == record["model_artifacts"]
     out = capsys.readouterr().out
     assert record["job_name"] in out and "Completed" in out
@@ -269,7 +272,7 @@ def test_job_runs_from_what_was_uploaded_and_its_results_come_back(aws, tmp_path
 
 def test_a_failed_job_raises_with_its_failure_reason(aws, tmp_path, capsys):
     spec = sagemaker_spec("compute=ml.g5.2xlarge", "launcher.poll_s=0.1")
-    run_spec.save(spec, tmp_path / run_spec.SPEC_FILE)  # as the command line does before launching
+    run_spec.save(spec, tmp_path / rundir.SPEC)  # as the command line does before launching
     from moto.sagemaker.models import sagemaker_backends
 
     def fail(http_response, **_):  # SageMaker's verdict on the job, set in moto's backend
@@ -280,14 +283,14 @@ def test_a_failed_job_raises_with_its_failure_reason(aws, tmp_path, capsys):
     with moto.mock_aws(), botocore_hook("after-call.sagemaker.CreateTrainingJob", fail):
         with pytest.raises(jobs.RunFailed, match="CUDA out of memory"):
             make_launcher(spec).launch(spec, tmp_path)
-    assert json.loads((tmp_path / "error.json").read_text())["type"] == "JobFailed"
-    assert "Failed" in jobs.read_record(tmp_path)["status"]
+    assert rundir.RunDir(tmp_path).error()["type"] == "JobFailed"
+    assert "Failed" in rundir.RunDir(tmp_path).job()["status"]
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (("compute=cpu",), "compute.instance_type: launcher=sagemaker needs a SageMaker instance type"),
+        (("compute=cpu",), "launcher.instance_type: launcher=sagemaker needs a SageMaker instance type"),
         (("compute=ml.g5.2xlarge", "launcher.fetch=everything"), "launcher.fetch: 'everything' is not one of all"),
         (
             ("compute=ml.g5.2xlarge", "+launcher.environment.HF_TOKEN=x"),
@@ -305,11 +308,36 @@ def test_a_failed_job_raises_with_its_failure_reason(aws, tmp_path, capsys):
             ("compute=ml.g5.2xlarge", "compute.checkpoint_dir=/tmp/ck"),
             "compute.checkpoint_dir: a SageMaker job checkpoints",
         ),
-        (("compute=ml.g5.2xlarge", "+launcher.instance=ml.p5"), "unknown key 'launcher.instance'"),
+        (
+            ("compute=ml.g5.2xlarge", "+launcher.instance=ml.p5"),
+            "launcher.instance: not a setting of launcher=sagemaker; its settings: base_job_name, bucket",
+        ),
+        (
+            ("compute=ml.g5.12xlarge", "compute.num_processes=4", "launcher.instance_count=2")
+            + ("method.per_device_train_batch_size=1", "method.global_batch_size=4"),
+            "method.global_batch_size: 4 is not a multiple of per_device_train_batch_size x processes = 1 x 8 = 8",
+        ),
+        (
+            ("compute=ml.g5.2xlarge", "launcher.instance_count=2"),
+            "launcher.instance_count: 2 machines run 2 processes and compute.strategy 'none' runs one",
+        ),
+        # The instance settings (the compute=ml.* presets') are the SageMaker launcher's own.
+        (
+            ("compute=ml.g5.2xlarge", "launcher.use_spot=true"),
+            "launcher.max_wait_s: spot training needs max_wait_s >= max_runtime_s (86400), got None",
+        ),
+        (("compute=ml.g5.2xlarge", "launcher.use_spot=true", "launcher.max_wait_s=600"), "got 600"),
+        (("compute=ml.g5.2xlarge", "launcher.max_wait_s=90000"), "launcher.max_wait_s: applies to spot training only"),
+        (
+            ("compute=ml.g5.2xlarge", "launcher.instance_type=p4d.24xlarge"),
+            "launcher.instance_type: 'p4d.24xlarge' is not a SageMaker instance type",
+        ),
+        (("compute=ml.g5.2xlarge", "launcher.max_runtime_s=0"), "launcher.max_runtime_s: must be in [1, 2419200]"),
+        (("compute=ml.g5.2xlarge", "launcher.instance_count=0"), "launcher.instance_count: must be >= 1, got 0"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_sent(aws, overrides, message):
-    with pytest.raises(run_spec.SpecError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(run_spec.SpecError, match=re.escape(message)):
         make_launcher(sagemaker_spec(*overrides))
 
 
@@ -359,7 +387,7 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
     assert {c["ChannelName"] for c in job["InputDataConfig"]} == {"train", "pref", "test", "code", "sm_drivers"}
     assert job["HyperParameters"]["fcft_spec"] == "/opt/ml/input/data/code/fcft_job/spec.yaml"
     assert job["CheckpointConfig"]["S3Uri"].endswith("/checkpoints")
-    record = jobs.read_record(tmp_path)
+    record = rundir.RunDir(tmp_path).job()
     assert record["job_name"] == summary["TrainingJobName"]
     assert f"python -m fcft.runs {tmp_path}" in result.stdout
     assert_no_secret(result.stdout, result.stderr, run_dir=tmp_path)
@@ -371,12 +399,12 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
         Key=key,
         Body=tarball(
             {
-                "metrics.json": {"train": {"loss": 1.25}, "eval": {"acc_norm": 0.5}},
-                "spec.yaml": "the job's own: not to replace the local one",
+                rundir.METRICS: {"train": {"loss": 1.25}, "eval": {"acc_norm": 0.5}},
+                rundir.SPEC: "the job's own: not to replace the local one",
             }
         ),
     )
-    spec_before = (tmp_path / "spec.yaml").read_text()
+    spec_before = (tmp_path / rundir.SPEC).read_text()
     collected = subprocess.run(
         [sys.executable, "-m", "fcft.runs", str(tmp_path)],
         cwd=ROOT,
@@ -386,8 +414,8 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
         timeout=300,
     )
     assert collected.returncode == 0, collected.stderr[-3000:]
-    assert json.loads((tmp_path / "metrics.json").read_text())["eval"]["acc_norm"] == 0.5
-    assert (tmp_path / "spec.yaml").read_text() == spec_before
+    assert rundir.RunDir(tmp_path).metrics()["eval"]["acc_norm"] == 0.5
+    assert (tmp_path / rundir.SPEC).read_text() == spec_before
     assert "1 of 1 jobs succeeded" in collected.stdout and "acc_norm 0.5000" in collected.stdout
 
 
@@ -409,7 +437,7 @@ def test_cli_sweep_submits_every_job_then_reports_each(moto_server, tmp_path, mo
         metrics = {"train": {"loss": 1.5, "steps": 3}, "eval": {"acc_norm": 0.25, "n": 48}, "data": {}}
         bucket, key = job.model_artifacts["S3ModelArtifacts"][5:].split("/", 1)
         s3.put_object(
-            Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"), Body=tarball({"metrics.json": metrics})
+            Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"), Body=tarball({rundir.METRICS: metrics})
         )
         return job
 
@@ -428,11 +456,11 @@ def test_cli_sweep_submits_every_job_then_reports_each(moto_server, tmp_path, mo
     assert result.returncode == 1, result.stderr[-3000:]
     client = boto3.client("sagemaker", region_name=REGION, endpoint_url=moto_server)
     assert len(client.list_training_jobs()["TrainingJobSummaries"]) == 4
-    summary = {Path(j["run_dir"]).name: j for j in json.loads((tmp_path / "sweep.json").read_text())["jobs"]}
+    summary = {Path(j["run_dir"]).name: j for j in json.loads((tmp_path / rundir.SWEEP_SUMMARY).read_text())["jobs"]}
     assert [summary[str(i)]["ok"] for i in range(5)] == [True, True, True, False, False]
     assert "loss is NaN" in summary["3"]["status"] and "method.learning_rate: must be > 0" in summary["4"]["status"]
     assert summary["0"]["metrics"]["eval"]["acc_norm"] == 0.25
-    assert json.loads((tmp_path / "0" / "metrics.json").read_text())["train"]["loss"] == 1.5
+    assert rundir.RunDir(tmp_path / "0").metrics()["train"]["loss"] == 1.5
     assert "3 of 5 jobs succeeded" in result.stdout and "loss is NaN" in result.stdout
     assert "Completed" in result.stdout and "job states" in result.stdout
     assert_no_secret(result.stdout, result.stderr, run_dir=tmp_path)

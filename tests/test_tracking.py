@@ -15,8 +15,9 @@ import pytest
 from conftest import ROOT, compose
 from omegaconf import OmegaConf
 
+from fcft import rundir, tracking
 from fcft import spec as run_spec
-from fcft import tracking
+from fcft.spec.hydra_schema import ExperimentSpec
 
 SECRET = "mlflow_secret_do_not_leak_42"
 SMALL = (
@@ -63,7 +64,7 @@ def tracked_run(tmp_path_factory, tiny_dir, mlflow_store):
     try:
         spec = run_spec.validate(compose(*SMALL, "tracking.run_name=tracked-sft", "+tracking.tags.purpose=test"))
         run_dir.mkdir()
-        run_spec.save(spec, run_dir / run_spec.SPEC_FILE)
+        run_spec.save(spec, run_dir / rundir.SPEC)
         store_before = default_store_state()
         metrics = worker.run(spec, run_dir)
         store_after = default_store_state()
@@ -83,7 +84,7 @@ def test_a_run_records_its_spec_metrics_and_files(tracked_run, mlflow_store):
     params = run.data.params
     assert params["model.name"] == "tiny" and params["method.max_steps"] == "2" and params["eval.limit"] == "4"
     assert float(params["method.learning_rate"]) == spec.method.learning_rate and params["tuning.name"] == "full"
-    assert json.loads(params["tuning.lora_target_modules"]) == ["all-linear"]
+    assert "tuning.lora_target_modules" not in params, "only the keys of the chosen option (tuning=full)"
     # train metrics at every logging step, eval metrics at the end
     losses = [m.value for m in store.get_metric_history(run.info.run_id, "train/loss")]
     logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
@@ -113,7 +114,7 @@ def test_a_failing_run_ends_failed_with_its_error(tmp_path, tiny_dir, mlflow_sto
     broken = tmp_path / "test.jsonl"
     broken.write_text('{"uuid": "x"}\n')
     spec = run_spec.validate(compose("method=none", f"data.test_path={broken}"))
-    run_spec.save(spec, tmp_path / run_spec.SPEC_FILE)
+    run_spec.save(spec, tmp_path / rundir.SPEC)
     with pytest.raises(DataError):
         worker.run(spec, tmp_path)
     store = client(mlflow_store)
@@ -128,7 +129,8 @@ def test_init_from_takes_an_mlflow_run_id(tracked_run, mlflow_store, tmp_path):
     run_dir, metrics, _, _ = tracked_run
     run_id = metrics["tracking"]["run_id"]
     for given in (run_id, f"runs:/{run_id}"):
-        assert run_spec.validate(compose("method=dpo", f"method.init_from={given}")).method.init_from == str(run_dir)
+        spec = run_spec.validate(compose("method=dpo", f"method.init_from={given}"), find_run=tracking.run_dir_of)
+        assert spec.method.init_from == str(run_dir)
     store = client(mlflow_store)
     experiment = store.get_experiment_by_name("fcft").experiment_id
     untagged = store.create_run(experiment).info.run_id
@@ -137,11 +139,12 @@ def test_init_from_takes_an_mlflow_run_id(tracked_run, mlflow_store, tmp_path):
         ("0" * 32, [], f"no MLflow run {'0' * 32} in {mlflow_store}"),
         (untagged, [], "has no fcft.run_dir tag: fcft did not record it"),
         (gone, [], f"recorded its run directory {tmp_path / 'gone'}, which is not on this machine"),
-        (run_id, ["tracking=none"], "is an MLflow run id and tracking=none can't look it up"),
+        (run_id, ["tracking=none"], "is an MLflow run id and can't be looked up here"),
     ]
     for init_from, extra, message in cases:
         with pytest.raises(run_spec.SpecError) as err:
-            run_spec.validate(compose("method=dpo", f"method.init_from={init_from}", *extra))
+            cfg = compose("method=dpo", f"method.init_from={init_from}", *extra)
+            run_spec.validate(cfg, find_run=tracking.run_dir_of)
         assert str(err.value).startswith("method.init_from: ") and message in str(err.value)
 
 
@@ -149,10 +152,10 @@ def test_the_embedded_store_and_tracking_none_need_no_mlflow(tmp_path):
     """Validation resolves the default store without creating it or importing mlflow (kept ~1 s)."""
     code = (
         "import sys; from omegaconf import OmegaConf; from hydra import compose, initialize_config_dir; "
-        "from fcft import spec; spec.register_schema(); "
+        "from fcft import spec; from fcft.spec.hydra_schema import register_schema; register_schema(); "
         "ctx = initialize_config_dir(config_dir=sys.argv[1], version_base='1.3'); ctx.__enter__(); "
         "a = spec.validate(compose('config')); b = spec.validate(compose('config', ['tracking=none'])); "
-        "print(a.tracking.uri, b.tracking.name, b.tracking.uri, 'mlflow' in sys.modules)"
+        "print(a.tracking.uri, b.tracking.name, getattr(b.tracking, 'uri', None), 'mlflow' in sys.modules)"
     )
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
@@ -214,7 +217,7 @@ def test_experiment_stages_are_checked():
 
     def experiment(*stage_list, columns=None):  # as Hydra composes it, on the schema
         return OmegaConf.merge(
-            OmegaConf.structured(run_spec.ExperimentSpec),
+            OmegaConf.structured(ExperimentSpec),
             {"name": "x", "stages": list(stage_list), "table": {"columns": columns} if columns else None},
         )
 

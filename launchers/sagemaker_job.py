@@ -1,0 +1,172 @@
+"""What a SageMaker training job gets, and what comes back from it.
+
+S3 keys lie under s3://<bucket>/<prefix>/<job base name>/:
+  code channel    fcft's source (SOURCE) and CODE_SPEC, the spec as it runs in the job (`job_spec_for`): local
+                  paths rewritten to the job's (data -> /opt/ml/input/data/<channel>/<file>, model.path ->
+                  /opt/ml/input/data/model, checkpoints -> /opt/ml/checkpoints, synced to <...>/checkpoints)
+  data channels   one per local file or directory the spec names (CHANNELS); hub ids are downloaded in the job
+  command         ENTRY CODE_SPEC (launchers/sagemaker_entry.py): installs fcft, runs the worker
+  environment     launcher.environment, MLFLOW_TRACKING_URI when the job can reach the store (else fcft records
+                  the run at collection), and the secrets named by launcher.secrets, read from this process's
+                  environment at submission: only ever in the job's environment, masked everywhere else
+  outputs         <...>/<job name>/output/model.tar.gz (the job's run directory) and output.tar.gz (without the
+                  model), unpacked into the local run directory by `extract`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import yaml
+
+from fcft import rundir
+from fcft.spec import RunSpec, SpecError
+from fcft.spec.options import NoTracking
+
+JOB_ROOT = "/opt/ml"  # the container's SageMaker directory tree
+CODE_SPEC = f"fcft_job/{rundir.SPEC}"  # the job's spec, in the code channel (sagemaker_entry.py skips fcft_job/)
+ENTRY = "python -m launchers.sagemaker_entry"
+CHANNELS = {
+    ("data", "train_path"): "train",
+    ("data", "pref_path"): "pref",
+    ("data", "test_path"): "test",
+    ("model", "path"): "model",
+}
+SOURCE = ("fcft", "launchers", "conf", "pyproject.toml", "README.md", "constraints.txt")
+SOURCE_IGNORE = ("__pycache__", "*.pyc", "*.egg-info", ".DS_Store", ".pytest_cache")
+# The SageMaker SDK's in-job environment dump masks variables whose names hold one of these words.
+MASKED_WORDS = ("SECRET", "PASSWORD", "KEY", "TOKEN", "PRIVATE", "CREDS", "CREDENTIALS")
+
+
+def local_inputs(spec: RunSpec) -> dict[str, str]:
+    """channel -> the local file or directory the spec names for it (URIs and hub ids are not shipped)."""
+    found = {}
+    for (group, key), channel in CHANNELS.items():
+        value = getattr(getattr(spec, group), key)
+        if value is not None and "://" not in value:
+            found[channel] = value
+    return found
+
+
+def job_spec_for(spec: RunSpec, local: dict[str, str]) -> RunSpec:
+    """The spec as it runs in the job: the `local` inputs read from their channels, checkpoints to the synced
+    directory, the worker run in place (the job itself is the machine), and MLflow tracking only to a store
+    the job can reach (else the run is recorded here at collection)."""
+    from fcft.spec.uris import reachable_from_elsewhere
+
+    changes: dict[str, dict] = {}
+    for (group, key), channel in CHANNELS.items():
+        if channel in local:
+            where = f"{JOB_ROOT}/input/data/{channel}"
+            changes.setdefault(group, {})[key] = (
+                where if Path(local[channel]).is_dir() else f"{where}/{Path(local[channel]).name}"
+            )
+    tracking = spec.tracking
+    if tracking.enabled and not reachable_from_elsewhere(tracking.uri):
+        tracking = NoTracking()
+    return spec.replace(
+        **{group: dataclasses.replace(getattr(spec, group), **values) for group, values in changes.items()},
+        compute=dataclasses.replace(spec.compute, checkpoint_dir=f"{JOB_ROOT}/checkpoints"),
+        launcher={"_target_": "launchers.local.LocalLauncher"},
+        tracking=tracking,
+    )
+
+
+@contextlib.contextmanager
+def staged(job_spec: RunSpec, local: dict[str, str], run_dir: Path) -> Iterator[tuple[str, list]]:
+    """(the code directory, the input channels) of a job: the source and the job's spec staged in a temporary
+    directory for the SDK to upload. The job's spec is also kept in run_dir (rundir.JOB_SPEC)."""
+    from sagemaker.core.training.configs import InputData
+
+    text = yaml.safe_dump(job_spec.to_dict(), sort_keys=False)
+    rundir.write_text(Path(run_dir) / rundir.JOB_SPEC, text)
+    with tempfile.TemporaryDirectory(prefix="fcft-code-") as code:
+        stage_source(Path(code))
+        rundir.write_text(Path(code) / CODE_SPEC, text)
+        yield code, [InputData(channel_name=channel, data_source=path) for channel, path in local.items()]
+
+
+def hyperparameters(spec: RunSpec) -> dict:
+    """What the SageMaker console shows for the job: the spec's location and the options and values that
+    set the training apart (the job reads its spec file, not these)."""
+    plain = spec.to_dict()
+    values = {"fcft_spec": f"{JOB_ROOT}/input/data/code/{CODE_SPEC}"}
+    values.update({group: str(plain[group]["name"]) for group in ("model", "method", "tuning", "compute")})
+    for group in ("method", "tuning"):
+        for key, value in plain[group].items():
+            if key != "name":
+                values[f"{group}.{key}"] = json.dumps(value) if isinstance(value, list) else str(value)
+    return values
+
+
+def environment(job_spec: RunSpec, plain: dict, secrets: list[str]) -> dict:
+    """The job's environment: the plain variables, the tracking URI when the job tracks, the secrets' values."""
+    env = {**plain, "PYTHONUNBUFFERED": "1"}
+    if job_spec.tracking.enabled:  # also tells the entry script to install sagemaker-mlflow for an ARN
+        env["MLFLOW_TRACKING_URI"] = job_spec.tracking.uri
+    for name in secrets:
+        value = os.environ.get(name) or (_stored_hf_token() if name == "HF_TOKEN" else None)
+        if value:
+            env[name] = value
+    return env
+
+
+def redacted(request: dict, secrets: list[str]) -> dict:
+    """A CreateTrainingJob request with the secrets' values masked: what may be printed and written."""
+    request = json.loads(json.dumps(request, default=str))
+    env = request.get("Environment") or {}
+    for name in secrets:
+        if name in env:
+            env[name] = "***"
+    return request
+
+
+def source_root() -> Path:
+    """The source checkout shipped to the job; SpecError when fcft wasn't installed from one."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise SpecError(
+            f"launcher: launcher=sagemaker ships fcft's source to the job and {root} is not a source "
+            "checkout (no pyproject.toml); install fcft from a clone with pip install -e ."
+        )
+    return root
+
+
+def stage_source(target: Path) -> None:
+    root = source_root()
+    for name in SOURCE:
+        path = root / name
+        if path.is_dir():
+            shutil.copytree(path, target / name, ignore=shutil.ignore_patterns(*SOURCE_IGNORE))
+        elif path.is_file():
+            shutil.copy2(path, target / name)
+
+
+def extract(archive: Path, run_dir: Path) -> None:
+    """Unpack a job's outputs into run_dir, its metrics last (they mark the run finished); the local spec stays."""
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.name.lstrip("./") not in ("", rundir.SPEC)]
+        staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".unpack-"))
+        tar.extractall(staging, members=members, filter="data")
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == rundir.METRICS):
+        target = run_dir / path.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        path.replace(target)
+    shutil.rmtree(staging)
+
+
+def _stored_hf_token() -> Optional[str]:
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        return None
+    return get_token()
