@@ -131,7 +131,10 @@ def test_sagemaker_entry_reads_the_job_machines(tmp_path, monkeypatch):
             ("launcher.instance_count=2",),
             "launcher.instance_count: not a setting of launcher=local; launcher=sagemaker takes it",
         ),
-        (("compute.instance_count=2",), "compute.instance_count: not a setting"),  # the launcher's, since spec v2
+        (
+            ("compute.instance_count=2",),
+            "compute.instance_count: now the SageMaker launcher's: launcher.instance_count",
+        ),  # the launcher's, since spec v2
         (("compute.strategy=zero4",), "Invalid value 'zero4', expected one of [none, ddp, zero3]"),
     ],
 )

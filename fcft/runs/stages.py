@@ -83,6 +83,7 @@ def run(
             if stage.init_from is not None and stage.init_from not in finished:
                 raise Skipped(f"skipped: stage '{stage.init_from}', which it starts from, did not finish")
             cfg.experiment = None  # this stage is one run
+            _drop_foreign(cfg, overrides, stage.name)
             if cfg.tracking.get("name", "mlflow") == "mlflow":
                 cfg.tracking.parent_run_id = cfg.tracking.get("parent_run_id") or parent_run_id
                 cfg.tracking.run_name = cfg.tracking.get("run_name") or f"{prefix}{cfg.model.name}-{stage.name}"
@@ -104,6 +105,20 @@ def run(
             finished[stage.name] = stage_dir
             score = (metrics.get("eval") or {}).get(HEADLINE.key)
     return score
+
+
+def _drop_foreign(cfg: DictConfig, job_overrides: list[str], stage: str) -> None:
+    """The job's overrides apply to every stage, but a key the stage's option doesn't own (method.max_steps on the
+    evaluate-only stage, method=none) is left out of that stage, and said so, instead of failing it."""
+    from fcft.spec.check import owned_keys
+
+    for override in job_overrides:
+        key = override.split("=", 1)[0].lstrip("+")
+        group, _, name = key.partition(".")
+        owned = owned_keys(group, cfg.get(group, {}).get("name")) if name and "." not in name else None
+        if owned is not None and name not in owned and name in cfg[group]:
+            del cfg[group][name]
+            print(f"fcft: stage {stage}: {key} left out ({group}={cfg[group].name} doesn't take it)", flush=True)
 
 
 def _record_config(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -28,6 +28,8 @@ from fcft.spec.options import (
     fail,
 )
 
+INSTANCE_KEYS = ("instance_type", "instance_count", "volume_size_gb", "max_runtime_s", "use_spot", "max_wait_s")
+
 # part -> the data key naming its file
 PART_PATHS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test_path"}
 
@@ -39,6 +41,14 @@ def options(group: str) -> dict[str, type]:
 
         return {name: method.settings for name, method in registry().items()}
     return {"tuning": TUNINGS, "tracking": TRACKINGS}[group]
+
+
+def owned_keys(group: str, option: Optional[str]) -> Optional[set[str]]:
+    """The keys option `option` of a group with per-option schemas owns (None for other groups or unknown options)."""
+    if group not in ("method", "tuning", "tracking"):
+        return None
+    schema = options(group).get(option)
+    return {f.name for f in dataclasses.fields(schema)} if schema else None
 
 
 SINGLE = {"model": ModelSpec, "compute": ComputeSpec, "data": DataSpec, "eval": EvalSpec}
@@ -79,6 +89,8 @@ def _group(group: str, node: Any):
 def _typed(group: str, schema: type, node: dict, option: str):
     fields = {f.name for f in dataclasses.fields(schema)}
     for key in node:
+        if group == "compute" and key in INSTANCE_KEYS:
+            fail(f"compute.{key}", f"now the SageMaker launcher's: launcher.{key} (compute=ml.* presets set it)")
         if key not in fields:
             fail(
                 f"{group}.{key}",

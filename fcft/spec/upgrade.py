@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
-INSTANCE_KEYS = ("instance_type", "instance_count", "volume_size_gb", "max_runtime_s", "use_spot", "max_wait_s")
-
 
 def upgrade(raw: dict) -> dict:
     """Version 2 groups from a version 1 or 2 spec (a version 2 spec comes back as it is)."""
     if "version" in raw:
         return raw
-    from fcft.spec.check import options
+    from fcft.spec.check import INSTANCE_KEYS, options
 
     raw = {**raw, "version": 2}
     for group in ("method", "tuning", "tracking"):
