@@ -27,12 +27,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fcft import rundir, tracking
+from fcft.eval.metrics import METRICS
 from fcft.report import report as sweep_report
 from fcft.runs import jobs, outcomes
 from fcft.runs.launch import launcher_of_run
 from fcft.runs.outcomes import Outcome
-
-SUMMARY_FILE = "sweep.json"
 
 
 def finish(run_dirs: list[Path], out: TextIO = sys.stdout) -> list[Outcome]:
@@ -60,7 +59,7 @@ def report(sweep_dir: Path, results: list[Outcome], out: TextIO = sys.stdout, wr
 def write_summary(sweep_dir: Path, results: list[Outcome]) -> None:
     """sweep.json: one record per job (its directory, overrides, state and metrics)."""
     records = [{**asdict(o), "run_dir": str(o.run_dir)} for o in results]
-    rundir.write_json(sweep_dir / SUMMARY_FILE, {"jobs": records})
+    rundir.write_json(sweep_dir / rundir.SWEEP_SUMMARY, {"jobs": records})
 
 
 # The multirun's report: each writer gets the sweep directory and every job's Outcome, in this order.
@@ -174,13 +173,13 @@ def _outcome(run_dir: Path, status: Optional[jobs.JobStatus], launcher) -> Outco
 
 
 def _headline(metrics: Optional[dict]) -> str:
+    """The run's scores as the sweep table shows them: every eval metric of METRICS (no counts), then the loss."""
     if not metrics:
         return ""
-    parts = [
-        f"acc_norm {metrics['eval']['acc_norm']:.4f}" if metrics.get("eval", {}).get("acc_norm") is not None else "",
-        f"loss {metrics['train']['loss']:.4f}" if metrics.get("train", {}).get("loss") is not None else "",
-    ]
-    return ", ".join(p for p in parts if p)
+    ev, train = metrics.get("eval") or {}, metrics.get("train") or {}
+    parts = [f"{m.key} {ev[m.key]:.4f}" for m in METRICS if not m.count and ev.get(m.key) is not None]
+    parts += [f"loss {train['loss']:.4f}"] if train.get("loss") is not None else []
+    return ", ".join(parts)
 
 
 def _table(header: tuple, rows: list[tuple]) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fcft.data.when2call import PATH_KEYS
 from fcft.spec import GROUPS, RunSpec
 from fcft.spec.options import (
     TRACKINGS,
@@ -30,9 +31,6 @@ from fcft.spec.options import (
 
 INSTANCE_KEYS = ("instance_type", "instance_count", "volume_size_gb", "max_runtime_s", "use_spot", "max_wait_s")
 
-# part -> the data key naming its file
-PART_PATHS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test_path"}
-
 
 def options(group: str) -> dict[str, type]:
     """Option name -> schema, for the groups whose options have schemas of their own."""
@@ -45,10 +43,14 @@ def options(group: str) -> dict[str, type]:
 
 def owned_keys(group: str, option: Optional[str]) -> Optional[set[str]]:
     """The keys option `option` of a group with per-option schemas owns (None for other groups or unknown options)."""
-    if group not in ("method", "tuning", "tracking"):
+    if group in SINGLE or group == "launcher":
         return None
     schema = options(group).get(option)
-    return {f.name for f in dataclasses.fields(schema)} if schema else None
+    return _fields(schema) if schema else None
+
+
+def _fields(schema: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(schema)}
 
 
 SINGLE = {"model": ModelSpec, "compute": ComputeSpec, "data": DataSpec, "eval": EvalSpec}
@@ -87,7 +89,7 @@ def _group(group: str, node: Any):
 
 
 def _typed(group: str, schema: type, node: dict, option: str):
-    fields = {f.name for f in dataclasses.fields(schema)}
+    fields = _fields(schema)
     for key in node:
         if group == "compute" and key in INSTANCE_KEYS:
             fail(f"compute.{key}", f"now the SageMaker launcher's: launcher.{key} (compute=ml.* presets set it)")
@@ -109,7 +111,7 @@ def _owners(group: str, key: str) -> str:
     """'; method=dpo, mpo take it' when other options of the group own `key`."""
     if group in SINGLE:
         return ""
-    owners = [name for name, schema in options(group).items() if key in {f.name for f in dataclasses.fields(schema)}]
+    owners = [name for name, schema in options(group).items() if key in _fields(schema)]
     if not owners:
         return ""
     return f"; {group}={', '.join(sorted(owners))} take{'s' if len(owners) == 1 else ''} it"
@@ -152,7 +154,7 @@ def _across_groups(spec: RunSpec) -> None:
     if spec.method.init_from is None and spec.model.path is None and not spec.model.embedded and not spec.model.hub_id:
         fail("model", "set model.path to a local model directory or model.hub_id to a hub id")
     for part in needed_parts(spec):
-        key = PART_PATHS[part]
+        key = PATH_KEYS[part]
         if getattr(spec.data, key) is None and spec.data.hub_id is None:
             fail(f"data.{key}", "is null and data.hub_id is null: give a file or a hub dataset id")
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar, Dict, List, Optional
 
+from fcft.data.when2call import SUFFIXES
+
 
 class SpecError(ValueError):
     """A config or spec value that can't run; the message names the key and what would be valid."""
@@ -268,9 +270,6 @@ class ComputeSpec:
             fail("compute.checkpoint_steps", f"must be >= 1, got {self.checkpoint_steps}")
 
 
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
 @dataclass(frozen=True)
 class DataSpec:
     """Training and test data (conf/data/): When2Call from the hub, or local files."""
@@ -289,8 +288,8 @@ class DataSpec:
             fail("data.limit", f"must be >= 1 or null, got {self.limit}")
         for key in ("train_path", "pref_path", "test_path"):
             path = getattr(self, key)
-            if path is not None and not path.endswith(DATA_SUFFIXES):
-                fail(f"data.{key}", f"'{path}' is not a {', '.join(DATA_SUFFIXES)} file")
+            if path is not None and not path.endswith(SUFFIXES):
+                fail(f"data.{key}", f"'{path}' is not a {', '.join(SUFFIXES)} file")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import importlib.util
 from pathlib import Path
 from typing import Callable, Optional
 
+from fcft.data.when2call import PATH_KEYS
 from fcft.spec import RunSpec
-from fcft.spec.check import PART_PATHS, needed_parts
+from fcft.spec.check import needed_parts
 from fcft.spec.options import EvalBackend, SpecError, fail
 from fcft.spec.uris import run_id_in
 
@@ -64,7 +65,7 @@ def _model(spec: RunSpec) -> None:
 def _data(spec: RunSpec) -> None:
     from_hub = False
     for part in needed_parts(spec):
-        key = PART_PATHS[part]
+        key = PATH_KEYS[part]
         path = getattr(spec.data, key)
         if path is None:
             from_hub = True
