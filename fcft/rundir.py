@@ -12,6 +12,7 @@ directory renamed into place), so a reader never sees half a file.
     eval/requests.jsonl  eval.write_requests=true: per row uuid, prompt, choices, gold index
     job.json             a submitted job (SageMaker): name, region, S3 locations, last state; job_spec.yaml beside it
     job_request.json     launcher.dry_run: the request that would have been sent
+    job.log              a failed job's log (SageMaker: its CloudWatch streams)
     trainer/             the trainer's scratch directory (checkpoints go to compute.checkpoint_dir)
     stages.json          a job of an experiment: its stages, each a run directory below it
 A sweep directory holds its jobs' run directories and tracking.json (the MLflow parent run) and sweep.json.
@@ -40,6 +41,7 @@ REQUESTS = "eval/requests.jsonl"
 JOB = "job.json"
 JOB_SPEC = "job_spec.yaml"
 JOB_REQUEST = "job_request.json"
+JOB_LOG = "job.log"
 TRAINER = "trainer"
 STAGES = "stages.json"
 HYDRA = ".hydra"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 from typing import Optional
 
 from fcft.runs import jobs
@@ -22,6 +23,7 @@ QUIET_LOGGERS = {
     "sagemaker.config": logging.WARNING,
     "sagemaker": logging.INFO,
     "sagemaker.core.utils.utils": logging.INFO,
+    "sagemaker.core.helper.iam_role_resolver": logging.WARNING,
 }
 
 
@@ -65,7 +67,8 @@ def planning_session(region: Optional[str], bucket: Optional[str]):
 
 
 class Clients:
-    """boto3 clients by region and service, made once (a sweep's status table asks every few seconds)."""
+    """boto3 clients by region and service, made once (a sweep's status table asks every few seconds); `drop`
+    forgets one, so that the next `get` re-reads the credentials (refreshed after an expired token)."""
 
     def __init__(self):
         self._made: dict = {}
@@ -75,6 +78,96 @@ class Clients:
             with sdk_logging():
                 self._made[region, service] = boto_session(region).client(service)
         return self._made[region, service]
+
+    def drop(self, region: str, service: str = "sagemaker") -> None:
+        self._made.pop((region, service), None)
+
+
+# AWS error codes that say "not now" rather than "no": throttling, expired or not-yet-refreshed credentials,
+# AWS's own hiccups. A call that fails with one of them is tried again, never taken for the job's failure.
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+    }
+)
+
+
+def error_code(err: BaseException) -> Optional[str]:
+    """The AWS error code of a botocore ClientError, else None."""
+    return (getattr(err, "response", None) or {}).get("Error", {}).get("Code")
+
+
+def transient(err: BaseException) -> bool:
+    """Whether `err` is worth trying again: a transient AWS error code, or the network failing on the way."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    return error_code(err) in TRANSIENT_CODES or isinstance(err, (BotoConnectionError, HTTPClientError))
+
+
+def backoff(attempt: int, cap: float) -> float:
+    """Seconds to wait before try `attempt` (1, 2, ...): exponential with full jitter, at most `cap`."""
+    return random.uniform(0, min(cap, 0.5 * 2**attempt))
+
+
+def validate_request(request: dict, operation: str = "CreateTrainingJob") -> None:
+    """SpecError unless `request` is valid against SageMaker's own API model, as botocore ships it: botocore's
+    client-side validation (required members, types, minimums), plus the maximum lengths and patterns of the
+    model's strings and maps, which botocore leaves to the service (an environment value over 512 characters)."""
+    from botocore.session import get_session
+    from botocore.validate import ParamValidator
+
+    shape = get_session().get_service_model("sagemaker").operation_model(operation).input_shape
+    report = ParamValidator().validate(request, shape)
+    problems = [report.generate_report()] if report.has_errors() else []
+    problems += _limits(shape, request, operation)
+    if problems:
+        raise SpecError(f"launcher: the {operation} request is not valid for SageMaker's API: {'; '.join(problems)}")
+
+
+def _limits(shape, value, path: str) -> list[str]:
+    """The model's `max` and `pattern` constraints that `value` breaks, each named by its path in the request."""
+    import re
+
+    found = []
+    limit = shape.metadata.get("max")
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for name, member in value.items():
+            if name in shape.members:
+                found += _limits(shape.members[name], member, f"{path}.{name}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        if limit is not None and len(value) > limit:
+            found.append(f"{path}: {len(value)} items, at most {limit}")
+        for i, item in enumerate(value):
+            found += _limits(shape.member, item, f"{path}[{i}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        if limit is not None and len(value) > limit:
+            found.append(f"{path}: {len(value)} entries, at most {limit}")
+        for key, item in value.items():
+            found += _limits(shape.key, key, f"{path} key {key!r}")
+            found += _limits(shape.value, item, f"{path}.{key}")
+    elif shape.type_name == "string" and isinstance(value, str):
+        if limit is not None and len(value) > limit:
+            found.append(f"{path}: {len(value)} characters, at most {limit}")
+        pattern = shape.metadata.get("pattern")
+        try:
+            if pattern and not re.fullmatch(pattern, value):
+                found.append(f"{path}: {value[:60]!r} does not match {pattern}")
+        except re.error:  # a Java-only regex construct: left to the service
+            pass
+    return found
 
 
 def pytorch_image(region: str, instance_type: str, framework_version: str, py_version: str) -> str:
@@ -117,12 +210,35 @@ def sdk_logging():
 
 
 @contextlib.contextmanager
+def offline_role_check():
+    """The SDK checks the execution role against IAM while building a request (iam:SimulatePrincipalPolicy and the
+    role's trust policy): a dry run skips that, so that it needs no network and no credentials."""
+    previous = os.environ.get("SAGEMAKER_VALIDATE_ROLE")
+    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("SAGEMAKER_VALIDATE_ROLE", None)
+        else:
+            os.environ["SAGEMAKER_VALIDATE_ROLE"] = previous
+
+
+@contextlib.contextmanager
 def aws_refusals(doing: str):
     """Errors from AWS or the SDK (no credentials, access denied, a quota, an unknown role) end the run
     with their message, not a traceback through the SDK."""
     try:
         yield
     except Exception as err:
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+        if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+            raise jobs.RunFailed(f"couldn't {doing} on SageMaker: {NO_CREDENTIALS}") from err
+        if error_code(err) in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
+            raise jobs.RunFailed(
+                f"couldn't {doing} on SageMaker: your AWS credentials have expired: {REFRESH}"
+            ) from err
         from_aws = isinstance(err, ValueError) or type(err).__module__.split(".")[0] in (
             "botocore",
             "boto3",
@@ -131,6 +247,13 @@ def aws_refusals(doing: str):
         if isinstance(err, SpecError) or not from_aws:
             raise
         raise jobs.RunFailed(f"couldn't {doing} on SageMaker: {type(err).__name__}: {err}") from err
+
+
+NO_CREDENTIALS = (
+    "no AWS credentials were found: run `aws configure`, or `aws sso login` with AWS_PROFILE set, or export "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN); launcher.dry_run=true needs none"
+)
+REFRESH = "refresh them (`aws sso login`, or new AWS_SESSION_TOKEN values) and run again"
 
 
 class _DropMessage(logging.Filter):

@@ -13,6 +13,7 @@ collected (launcher.fetch), its outputs.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import sys
@@ -27,10 +28,10 @@ from fcft.runs import jobs
 from fcft.spec import RunSpec, SpecError
 from fcft.spec.options import Strategy
 from launchers import aws
+from launchers.job_log import JobLog
 from launchers.sagemaker_job import (
     CODE_SPEC,
     ENTRY,
-    MASKED_WORDS,
     SOURCE_IGNORE,
     environment,
     extract,
@@ -41,9 +42,12 @@ from launchers.sagemaker_job import (
     source_root,
     staged,
 )
+from launchers.sagemaker_settings import check_settings
 
+CALL_TRIES = 5  # tries of one AWS call on transient errors
+QUOTA_WAIT_S = 300  # the longest wait between tries when the account's instance quota is in use
+TERMINAL = ("Completed", "Failed", "Stopped")  # job.json's status starts with one of these: the job is over
 FETCH = {"all": "model_artifacts", "metrics": "output_artifacts", "none": None}  # which archive collect() fetches
-MAX_RUNTIME_S = 28 * 24 * 3600  # SageMaker's limit for a training job
 DONE = {"Completed": False, "Failed": True, "Stopped": True}  # terminal state -> failed?
 
 
@@ -73,6 +77,9 @@ class SageMakerLauncher:
         max_runtime_s: int = 86400,
         use_spot: bool = False,
         max_wait_s: Optional[int] = None,
+        max_parallel: Optional[int] = None,
+        subnets: Optional[list] = None,
+        security_group_ids: Optional[list] = None,
     ):
         self.region, self.role, self.bucket = region, role, bucket
         self.prefix = prefix.strip("/")
@@ -85,9 +92,12 @@ class SageMakerLauncher:
         self.secrets = [secrets] if isinstance(secrets, str) else list(secrets)
         self.instance_type, self.instance_count, self.volume_size_gb = instance_type, instance_count, volume_size_gb
         self.max_runtime_s, self.use_spot, self.max_wait_s = max_runtime_s, use_spot, max_wait_s
+        self.max_parallel = max_parallel
+        self.subnets, self.security_group_ids = list(subnets or []), list(security_group_ids or [])
         self._clients = aws.Clients()
-        self._check_instance()
-        self._check_settings()
+        self._streaming = False
+        self._log = JobLog(self._call)
+        check_settings(self)
 
     # --- the launcher protocol (fcft/runs/launch.py: Launcher, RemoteLauncher) ---------------------------------
 
@@ -124,6 +134,7 @@ class SageMakerLauncher:
             return None
         from fcft.runs.sweep import finish
 
+        self._streaming = True  # one job waited on here: its log streams to the terminal
         try:
             outcome = finish([Path(run_dir)], out=sys.stdout)[0]
         except KeyboardInterrupt:
@@ -141,8 +152,24 @@ class SageMakerLauncher:
         session.boto_session.events.register(
             "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: request.update(params)
         )
+        self._wait_for_a_slot(Path(run_dir))
         with self._staged(spec, Path(run_dir)) as (job, channels), aws.aws_refusals("submit the job"):
-            self._trainer(session, spec, *job).train(input_data_config=channels, wait=False, logs=False)
+            trainer = self._trainer(session, spec, *job)
+            for attempt in itertools.count(1):
+                try:
+                    trainer.train(input_data_config=channels, wait=False, logs=False)
+                    break
+                except Exception as err:
+                    if aws.error_code(err) != "ResourceLimitExceeded" and not aws.transient(err):
+                        raise
+                    wait = max(self.poll_s, aws.backoff(attempt, QUOTA_WAIT_S))
+                    print(
+                        f"fcft: SageMaker says not now ({aws.error_code(err) or type(err).__name__}: the account's "
+                        f"{self.instance_type} quota is in use, or AWS is busy); trying again in {wait:.0f} s "
+                        "(launcher.max_parallel caps how many jobs a sweep runs at once)",
+                        flush=True,
+                    )
+                    time.sleep(wait)
         name, region = request["TrainingJobName"], session.boto_region_name
         output = f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output"
         rundir.RunDir(run_dir).write_job(
@@ -162,14 +189,29 @@ class SageMakerLauncher:
         print(f"fcft: submitted SageMaker training job {name} in {region}", flush=True)
 
     def status(self, run_dir: Path) -> jobs.JobStatus:
-        record = rundir.RunDir(run_dir).job()
-        job = self._clients.get(record["region"]).describe_training_job(TrainingJobName=record["job_name"])
+        """The job's state. A transient AWS error (throttling, an expired token, the network) is tried again with
+        backoff and a fresh client, then reported as state Unknown, not done: a later poll asks again. A failed
+        job's log tail is saved to run_dir (rundir.JOB_LOG) and printed."""
+        run = rundir.RunDir(run_dir)
+        record = run.job()
+        try:
+            job = self._call(record["region"], "describe_training_job", TrainingJobName=record["job_name"])
+        except Exception as err:
+            if not aws.transient(err):
+                raise
+            return jobs.JobStatus(
+                "Unknown", False, detail=f"can't get its state for now: {aws.error_code(err) or err}"
+            )
         state = job["TrainingJobStatus"]
         failed = DONE.get(state, False)
         reason = job.get("FailureReason") if failed else None
         status = jobs.JobStatus(state, state in DONE, failed, job.get("SecondaryStatus"), reason)
         if record.get("status") != status.describe():
-            rundir.RunDir(run_dir).update_job(status=status.describe())
+            run.update_job(status=status.describe())
+        if self._streaming:
+            self._log.stream(run.path, record)
+        if failed:
+            self._log.save(run.path, record)
         return status
 
     def collect(self, run_dir: Path) -> Optional[dict]:
@@ -195,14 +237,66 @@ class SageMakerLauncher:
     def print_request(self, spec: RunSpec, run_dir: Path) -> dict:
         """launcher.dry_run: the CreateTrainingJob request this spec makes, printed and kept in run_dir; nothing is
         uploaded or submitted (the S3 URIs are where the uploads would go)."""
-        with self._staged(spec, Path(run_dir)) as (job, channels), aws.aws_refusals("build the job request"):
-            trainer = self._trainer(aws.planning_session(self.region, self.bucket), spec, *job)
+        staging = self._staged(spec, Path(run_dir))
+        with staging as (job, channels), aws.aws_refusals("build the job request"), aws.offline_role_check():
+            trainer = self._trainer(
+                aws.planning_session(self.region, self.bucket), spec, *job, role=self._dry_run_role
+            )
             # The SDK's own train(dry_run=True) validates but uploads the inputs and returns nothing.
-            request = redacted(trainer._create_training_job_args(input_data_config=channels, boto3=True), self.secrets)
+            request = trainer._create_training_job_args(input_data_config=channels, boto3=True)
+        aws.validate_request(request)
+        request = redacted(request, self.secrets)
+        if self.role is None:
+            print(
+                "fcft: RoleArn is a placeholder: set launcher.role (or FCFT_SAGEMAKER_ROLE) to your SageMaker "
+                "execution role",
+                flush=True,
+            )
         rundir.write_json(Path(run_dir) / rundir.JOB_REQUEST, request)
         text = json.dumps(request, indent=2, default=str)
         print(f"fcft: dry run, nothing uploaded or submitted. CreateTrainingJob request:\n{text}", flush=True)
         return request
+
+    # --- AWS calls that may have to wait -------------------------------------------------------------------------
+
+    def _call(self, region: str, operation: str, service: str = "sagemaker", **params):
+        """One AWS call, tried again on transient errors (throttling, expired token, network) with backoff, jitter
+        and a fresh client (re-reading refreshed credentials); the last error is raised."""
+        for attempt in range(1, CALL_TRIES + 1):
+            try:
+                return getattr(self._clients.get(region, service), operation)(**params)
+            except Exception as err:
+                if not aws.transient(err) or attempt == CALL_TRIES:
+                    raise
+                self._clients.drop(region, service)
+                time.sleep(aws.backoff(attempt, self.poll_s))
+
+    def _wait_for_a_slot(self, run_dir: Path) -> None:
+        """launcher.max_parallel: wait until fewer than that many jobs of this sweep (run_dir's siblings) run."""
+        if not self.max_parallel:
+            return
+        siblings = [d for d in run_dir.parent.iterdir() if d != run_dir and (d / rundir.JOB).is_file()]
+        told = False
+        while True:
+            running = [
+                d for d in siblings if not (rundir.RunDir(d).job() or {}).get("status", "").startswith(TERMINAL)
+            ]
+            running = [d for d in running if not self.status(d).done]
+            if len(running) < self.max_parallel:
+                return
+            if not told:
+                print(
+                    f"fcft: {len(running)} jobs of this sweep are running (launcher.max_parallel="
+                    f"{self.max_parallel}); waiting to submit {run_dir.name}",
+                    flush=True,
+                )
+                told = True
+            time.sleep(self.poll_s)
+
+    @property
+    def _dry_run_role(self) -> str:
+        """launcher.role, or for a dry run without one a placeholder ARN (the SDK would look the role up on AWS)."""
+        return self.role or "arn:aws:iam::111122223333:role/set-launcher.role"
 
     # --- the job ---------------------------------------------------------------------------------------------
 
@@ -223,10 +317,11 @@ class SageMakerLauncher:
         with staged(job_spec, local, run_dir) as (code_dir, channels), aws.sdk_logging():
             yield (code_dir, job_spec), channels
 
-    def _trainer(self, session, spec: RunSpec, code_dir: str, job_spec: RunSpec):
+    def _trainer(self, session, spec: RunSpec, code_dir: str, job_spec: RunSpec, role: Optional[str] = None):
         from sagemaker.core.training.configs import (
             CheckpointConfig,
             Compute,
+            Networking,
             OutputDataConfig,
             SourceCode,
             StoppingCondition,
@@ -237,7 +332,7 @@ class SageMakerLauncher:
         root = f"s3://{session.default_bucket()}/{self.prefix}/{base}"
         return ModelTrainer(
             sagemaker_session=session,
-            role=self.role,
+            role=role or self.role,
             base_job_name=base,
             input_s3_key_prefix=f"{self.prefix}/{base}",
             training_image=self._image(session.boto_region_name),
@@ -260,10 +355,13 @@ class SageMakerLauncher:
             output_data_config=OutputDataConfig(s3_output_path=root, compression_type="GZIP"),
             environment=self._environment(job_spec),
             hyperparameters=hyperparameters(spec),
+            networking=Networking(subnets=self.subnets, security_group_ids=self.security_group_ids)
+            if self.subnets
+            else None,
         )
 
     def _environment(self, job_spec: RunSpec) -> dict:
-        return environment(job_spec, self.environment, self.secrets)
+        return environment(job_spec, self.environment, self.secrets, self.instance_type)
 
     def _image(self, region: str) -> str:
         if self.image_uri:
@@ -273,52 +371,6 @@ class SageMakerLauncher:
     def _base_job_name(self, spec: RunSpec) -> str:
         """<base>-<6 hex>: unique per submission, so jobs of one sweep never collide; the SDK appends a
         timestamp, within SageMaker's 63 characters."""
-        base = self.base_job_name or f"fcft-{spec.model.name}-{spec.method.name}"
-        base = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-")[:40].strip("-")
+        base = self.base_job_name or re.sub(r"[^a-zA-Z0-9-]+", "-", f"fcft-{spec.model.name}-{spec.method.name}")
+        base = base.strip("-")[:40].strip("-")
         return f"{base}-{uuid.uuid4().hex[:6]}"
-
-    # --- settings ----------------------------------------------------------------------------------------------
-
-    def _check_instance(self) -> None:
-        """The job's machines, disk, time limits and spot capacity (set by the compute=ml.* presets)."""
-        if self.instance_type is not None and not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9-]+", self.instance_type):
-            raise SpecError(
-                f"launcher.instance_type: '{self.instance_type}' is not a SageMaker instance type (like ml.g5.2xlarge)"
-            )
-        for key in ("instance_count", "volume_size_gb"):
-            if getattr(self, key) < 1:
-                raise SpecError(f"launcher.{key}: must be >= 1, got {getattr(self, key)}")
-        if not 1 <= self.max_runtime_s <= MAX_RUNTIME_S:
-            raise SpecError(
-                f"launcher.max_runtime_s: must be in [1, {MAX_RUNTIME_S}] (28 days), got {self.max_runtime_s}"
-            )
-        if self.use_spot and (self.max_wait_s is None or self.max_wait_s < self.max_runtime_s):
-            raise SpecError(
-                f"launcher.max_wait_s: spot training needs max_wait_s >= max_runtime_s ({self.max_runtime_s}), "
-                f"got {self.max_wait_s}"
-            )
-        if not self.use_spot and self.max_wait_s is not None:
-            raise SpecError(
-                "launcher.max_wait_s: applies to spot training only: set launcher.use_spot=true or max_wait_s=null"
-            )
-
-    def _check_settings(self) -> None:
-        if self.fetch not in FETCH:
-            raise SpecError(f"launcher.fetch: '{self.fetch}' is not one of {', '.join(FETCH)}")
-        if not self.poll_s > 0:
-            raise SpecError(f"launcher.poll_s: must be > 0, got {self.poll_s}")
-        for name in self.environment:
-            if any(word in name.upper() for word in MASKED_WORDS):
-                raise SpecError(
-                    f"launcher.environment.{name}: looks like a secret, and launcher settings are "
-                    f"written to {rundir.SPEC}; export {name} in your shell and list it in launcher.secrets"
-                )
-        for name in self.secrets:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
-                raise SpecError(f"launcher.secrets: '{name}' is not an environment variable name")
-            if not any(word in name.upper() for word in MASKED_WORDS):
-                raise SpecError(
-                    f"launcher.secrets: '{name}' would be shown in the job's log (the SageMaker "
-                    f"SDK masks only names holding {', '.join(MASKED_WORDS)}); pass it in "
-                    "launcher.environment if it is not secret"
-                )

@@ -20,39 +20,70 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
 MODEL_DIR = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
 OUTPUT_DIR = Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"))
 OUTPUT_DATA_DIR = Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
 CONFIG_DIR = Path(os.environ.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config"))
 MAIN_PORT = 29500
+MIN_TORCH = (2, 4)  # pyproject.toml's torch>=2.4
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1 KiB of the failure file as FailureReason
 
 
-def install(source: Path) -> None:
-    """pip install fcft (with DeepSpeed) from `source`, keeping the image's torch; once per image."""
+def install(source: Path, spec_path: Path) -> None:
+    """pip install fcft from `source` with the extras the job's spec needs, keeping the image's torch; once."""
     try:
         metadata.version("fcft")
-        return  # this Python has it already
+        return  # this Python has it already (a prebuilt image: launcher.image_uri)
     except metadata.PackageNotFoundError:
         pass
-    with tempfile.TemporaryDirectory() as tmp:
-        # The image's torch is built for its CUDA: pin everything else as tested, not torch.
-        pins = [
-            line for line in (source / "constraints.txt").read_text().splitlines() if not line.startswith("torch==")
-        ]
-        constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("\n".join(pins) + "\n")
-        copy = Path(tmp) / "fcft"  # build from a copy: the code channel may be read-only
-        # Not the job's spec folder (sagemaker_job.CODE_SPEC's; a literal: fcft can't be imported yet).
-        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("fcft_job"))
-        packages = [f"{copy}[deepspeed]", *tracking_packages(os.environ.get("MLFLOW_TRACKING_URI", ""))]
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--no-cache-dir", "-c", str(constraints), *packages], check=True
+    torch = image_torch()
+    if torch is not None and tuple(int(p) for p in torch.split("+")[0].split(".")[:2]) < MIN_TORCH:
+        raise RuntimeError(
+            f"the image's torch {torch} is older than fcft needs (>= {'.'.join(map(str, MIN_TORCH))}): pick "
+            "launcher.framework_version 2.4 or later, or a launcher.image_uri with a newer torch"
         )
+    with tempfile.TemporaryDirectory() as tmp:
+        command = install_command(source, spec_path, Path(tmp), torch)
+        print(f"fcft: {' '.join(command)}", flush=True)
+        started = time.monotonic()
+        subprocess.run(command, check=True)
+        print(f"fcft: installed in {time.monotonic() - started:.0f} s", flush=True)
     importlib.invalidate_caches()
+
+
+def install_command(source: Path, spec_path: Path, tmp: Path, torch_version: Optional[str]) -> list[str]:
+    """The pip command: fcft[<the spec's extras>] built from a copy of `source`, every other package pinned as fcft
+    is tested (constraints.txt), torch pinned to the image's own build (made for its CUDA)."""
+    pins = [line for line in (source / "constraints.txt").read_text().splitlines() if not line.startswith("torch==")]
+    if torch_version:
+        pins.append(f"torch=={torch_version}")
+    constraints = tmp / "constraints.txt"
+    constraints.write_text("\n".join(pins) + "\n")
+    copy = tmp / "fcft"  # build from a copy: the code channel may be read-only
+    # Not the job's own folder (sagemaker_job.CODE_SPEC's; a literal: fcft can't be imported yet).
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("fcft_job"))
+    extras_file = spec_path.parent / "extras.txt"  # sagemaker_job.EXTRAS
+    extras = (
+        [line.strip() for line in extras_file.read_text().splitlines() if line.strip()]
+        if extras_file.is_file()
+        else []
+    )
+    package = f"{copy}[{','.join(extras)}]" if extras else str(copy)
+    packages = [package, *tracking_packages(os.environ.get("MLFLOW_TRACKING_URI", ""))]
+    return [sys.executable, "-m", "pip", "install", "--no-cache-dir", "-c", str(constraints), *packages]
+
+
+def image_torch() -> Optional[str]:
+    """The torch version the image ships (its CUDA build), or None."""
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def tracking_packages(uri: str) -> list[str]:
@@ -115,7 +146,7 @@ def main(argv: list[str]) -> int:
         return 2
     spec_path = Path(argv[0]).resolve()
     try:
-        install(Path.cwd())
+        install(Path.cwd(), spec_path)
         command, where = plan(spec_path)
     except Exception as err:  # the job's FailureReason says what went wrong before training
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)

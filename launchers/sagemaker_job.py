@@ -44,6 +44,27 @@ SOURCE = ("fcft", "launchers", "conf", "pyproject.toml", "README.md", "constrain
 SOURCE_IGNORE = ("__pycache__", "*.pyc", "*.egg-info", ".DS_Store", ".pytest_cache")
 # The SageMaker SDK's in-job environment dump masks variables whose names hold one of these words.
 MASKED_WORDS = ("SECRET", "PASSWORD", "KEY", "TOKEN", "PRIVATE", "CREDS", "CREDENTIALS")
+EXTRAS = "fcft_job/extras.txt"  # beside CODE_SPEC: the pip extras of fcft the job installs (sagemaker_entry.py)
+# Instance types with Elastic Fabric Adapter networking (AWS's list for SageMaker training). The EFA and NCCL
+# variables of launcher.environment (the published recipe's, for p4d) go to these only: FI_PROVIDER=efa makes
+# NCCL fail on an instance without EFA.
+EFA_INSTANCES = frozenset(
+    {
+        "ml.p4d.24xlarge",
+        "ml.p4de.24xlarge",
+        "ml.p5.48xlarge",
+        "ml.p5e.48xlarge",
+        "ml.p5en.48xlarge",
+        "ml.p6-b200.48xlarge",
+        "ml.g5.48xlarge",
+        "ml.g6.48xlarge",
+        "ml.g6e.48xlarge",
+        "ml.trn1.32xlarge",
+        "ml.trn1n.32xlarge",
+        "ml.trn2.48xlarge",
+    }
+)
+EFA_VARIABLES = ("FI_", "NCCL_")  # prefixes of the variables that only mean something with EFA
 
 
 def local_inputs(spec: RunSpec) -> dict[str, str]:
@@ -91,7 +112,21 @@ def staged(job_spec: RunSpec, local: dict[str, str], run_dir: Path) -> Iterator[
     with tempfile.TemporaryDirectory(prefix="fcft-code-") as code:
         stage_source(Path(code))
         rundir.write_text(Path(code) / CODE_SPEC, text)
+        rundir.write_text(Path(code) / EXTRAS, "".join(f"{extra}\n" for extra in extras(job_spec)))
         yield code, [InputData(channel_name=channel, data_source=path) for channel, path in local.items()]
+
+
+def extras(job_spec: RunSpec) -> list[str]:
+    """fcft's pip extras (pyproject.toml) the job needs, and no more: bitsandbytes for 4-bit tunings, DeepSpeed for
+    ZeRO-3. (The sagemaker-mlflow plugin for an ARN comes from MLFLOW_TRACKING_URI: sagemaker_entry.py.)"""
+    from fcft.spec.options import Strategy
+
+    needed = []
+    if job_spec.tuning.four_bit:
+        needed.append("qlora")
+    if job_spec.compute.strategy == Strategy.zero3:
+        needed.append("deepspeed")
+    return needed
 
 
 def hyperparameters(spec: RunSpec) -> dict:
@@ -107,8 +142,11 @@ def hyperparameters(spec: RunSpec) -> dict:
     return values
 
 
-def environment(job_spec: RunSpec, plain: dict, secrets: list[str]) -> dict:
-    """The job's environment: the plain variables, the tracking URI when the job tracks, the secrets' values."""
+def environment(job_spec: RunSpec, plain: dict, secrets: list[str], instance_type: Optional[str]) -> dict:
+    """The job's environment: the plain variables (the EFA and NCCL ones on EFA instances only), the tracking URI
+    when the job tracks, the secrets' values."""
+    if instance_type not in EFA_INSTANCES:
+        plain = {name: value for name, value in plain.items() if not name.startswith(EFA_VARIABLES)}
     env = {**plain, "PYTHONUNBUFFERED": "1"}
     if job_spec.tracking.enabled:  # also tells the entry script to install sagemaker-mlflow for an ARN
         env["MLFLOW_TRACKING_URI"] = job_spec.tracking.uri
