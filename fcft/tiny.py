@@ -7,19 +7,28 @@ Qwen's and Llama's chat special tokens; its chat template is TRL's copy of Qwen3
 recognises it. The model is `Qwen3ForCausalLM` with ~0.3 M parameters. The directory loads with
 `AutoTokenizer` / `AutoModelForCausalLM` like any hub checkpoint. It is built once per recipe (the
 cache key hashes everything that goes into it) into `$FCFT_CACHE` (default ~/.cache/fcft).
+
+A build is checked to load (every JSON file parses, tokenizer.json loads with `tokenizers`, every tensor of
+model.safetensors reads) and sealed with `fcft-tiny.json`, the size and SHA-256 of each file it wrote; it is
+then renamed into place whole. Each `ensure()` checks the files against that record (a few milliseconds), so a
+missing, truncated or garbled file is found before transformers misreads it: the cache is rebuilt with a
+warning naming it, under a lock so that two processes don't rebuild it at once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
+import json
 from pathlib import Path
+from typing import Optional
 
+from fcft import rundir
 from fcft.data import SAMPLE_DIR
+from fcft.data.cache import CacheError, cache_root, clear_hint, locked, set_aside
 
 RECIPE_VERSION = "1"
+MANIFEST = "fcft-tiny.json"  # {file: {"bytes", "sha256"}} of every file a build wrote; written last
+BUILT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")  # at least these
 SEED = 0
 VOCAB_SIZE = 4096
 EOS, PAD = "<|im_end|>", "<|endoftext|>"
@@ -53,10 +62,6 @@ QWEN2_SPLIT = (
 )
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("FCFT_CACHE", Path.home() / ".cache" / "fcft"))
-
-
 def _chat_template() -> str:
     import trl
 
@@ -76,22 +81,76 @@ def _recipe_key() -> str:
 
 
 def ensure() -> Path:
-    """Directory of the tiny model, building it on first use (atomically: no half-built cache)."""
+    """Directory of the tiny model, building it on first use and rebuilding it when found broken."""
     target = cache_root() / f"tiny-qwen3-{_recipe_key()}"
-    if (target / "model.safetensors").is_file():
+    if problem(target) is None:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
-    try:
-        build(tmp)
+    with locked(target.name):
+        found = problem(target)  # another process may have built it meanwhile
+        if found is None:
+            return target
+        if target.exists():
+            set_aside(target, "the tiny-model cache", found)
         try:
-            tmp.rename(target)
-        except OSError:  # another process built it first
-            if not (target / "model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            with rundir.atomic_dir(target) as tmp:
+                build(tmp)
+                _seal(tmp)
+        except OSError as err:
+            raise CacheError(f"can't build the tiny model into {target} ({err}); {clear_hint(target)}") from None
+        found = problem(target)
+    if found is not None:
+        raise CacheError(
+            f"the tiny-model cache {target} is unusable right after building it ({found}); {clear_hint(target)}"
+        )
     return target
+
+
+def problem(directory: Path) -> Optional[str]:
+    """What is wrong with a built tiny-model directory (None when every file is as its build wrote it)."""
+    if not directory.is_dir():
+        return "missing"
+    try:
+        record = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"no {MANIFEST}: an unfinished build, or one by an older fcft"
+    except (OSError, ValueError) as err:
+        return f"{MANIFEST} is unreadable: {err}"
+    if not isinstance(record, dict) or not all(isinstance(v, dict) for v in record.values()):
+        return f"{MANIFEST} is garbled"
+    for name in sorted(set(BUILT_FILES) | set(record)):
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if name not in record:
+            return f"{MANIFEST} doesn't list {name}"
+        size, expected = path.stat().st_size, record[name].get("bytes")
+        if size != expected:
+            return f"{name} has {size} bytes, its build wrote {expected}" + (
+                " (truncated)" if isinstance(expected, int) and size < expected else ""
+            )
+        if _sha256(path) != record[name].get("sha256"):
+            return f"{name} differs from what its build wrote (SHA-256)"
+    return None
+
+
+def _seal(directory: Path) -> None:
+    """Check that a fresh build loads, then record every file's size and SHA-256 in MANIFEST (written last)."""
+    from safetensors import safe_open
+    from tokenizers import Tokenizer
+
+    for path in directory.glob("*.json"):
+        json.loads(path.read_text())
+    Tokenizer.from_file(str(directory / "tokenizer.json"))
+    with safe_open(str(directory / "model.safetensors"), "pt") as weights:
+        for name in weights.keys():
+            weights.get_tensor(name)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
+    record = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (directory / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build(out_dir: Path) -> None:

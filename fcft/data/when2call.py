@@ -13,6 +13,10 @@ Answers stay as the data wrote them (`<TOOLCALL>[...]</TOOLCALL>` in training ro
 
 Every row is checked before any training: a bad row raises DataError naming the file, the line (or row
 index) and the field, unless `data.on_bad_row=skip`, which skips it and counts it in the returned report.
+In a .jsonl file each line is decoded on its own, so a line that isn't UTF-8 or isn't JSON (a truncated last
+line among them) is such a row. A .json or .parquet file is read whole: a byte that isn't UTF-8, JSON that
+doesn't parse, or a file pyarrow can't read stops the run, naming the file (and the line and column), as
+does an empty file.
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ def load_part(data, part: str, limit: Optional[int] = None) -> Loaded:
     raw = _read_file(Path(path)) if path else _read_hub(data.hub_id, part)
     source = path or f"{data.hub_id} ({'/'.join(HUB_PARTS[part])})"
     normalise = NORMALISERS[part]
-    loaded = Loaded(rows=[], source=source)
+    loaded, seen = Loaded(rows=[], source=source), 0
     for where, row in raw:
         if limit is not None and len(loaded.rows) >= limit:
             break
+        seen += 1
         try:
             loaded.rows.append(normalise(row))
         except DataError as err:
@@ -59,45 +64,86 @@ def load_part(data, part: str, limit: Optional[int] = None) -> Loaded:
                 raise DataError(message + " (data.on_bad_row=skip skips such rows)") from None
             loaded.skipped.append(message)
     if not loaded.rows:
-        raise DataError(
-            f"{source}: no usable {part} rows" + (f" ({len(loaded.skipped)} skipped)" if loaded.skipped else "")
-        )
+        why = f"{len(loaded.skipped)} skipped" if seen else ("the file holds none" if path else "the split is empty")
+        raise DataError(f"{source}: no usable {part} rows ({why})")
     return loaded
 
 
 def _read_file(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, row) pairs of a local file; a row that can't be decoded or parsed comes as a `_Malformed`."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give a data file in it")
     if not path.is_file():
         raise DataError(f"{path}: file does not exist")
+    if path.suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}")
+    try:
+        if not path.stat().st_size:
+            raise DataError(f"{path}: the file is empty (0 bytes)")
+        if path.suffix == ".json":
+            return _read_json(path, path.read_bytes())
+    except OSError as err:
+        raise DataError(f"{path}: can't read the file ({err.strerror or err})") from None
     if path.suffix == ".jsonl":
         return _read_jsonl(path)
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
-        return ((f"row {i}", row) for i, row in enumerate(rows))
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    import pyarrow.parquet as pq
 
-        try:
-            table = pq.read_table(path)
-        except Exception as err:
-            raise DataError(f"{path}: not a readable parquet file ({err})") from None
-        return ((f"row {i}", _without_arrow_nulls(row)) for i, row in enumerate(table.to_pylist()))
-    raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}")
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a file that isn't parquet
+        raise DataError(
+            f"{path}: not a readable parquet file ({type(err).__name__}: {err}); "
+            "a parquet file is read whole, so data.on_bad_row=skip can't skip its rows"
+        ) from None
+    return ((f"row {i}", _without_arrow_nulls(row)) for i, row in enumerate(table.to_pylist()))
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"line {number}", json.loads(line)
-            except json.JSONDecodeError as err:
-                yield f"line {number}", _Malformed(f"not valid JSON ({err.msg} at column {err.colno})")
+    """One row per non-blank line; a line that isn't UTF-8 or JSON is a malformed row, skippable like others."""
+    number = 0
+    try:
+        with path.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    text = line.decode("utf-8").lstrip("\ufeff")  # a byte-order mark may open the file
+                except UnicodeDecodeError as err:
+                    yield f"line {number}", _Malformed(_not_utf8(line, err.start))
+                    continue
+                if not text.strip():
+                    continue
+                try:
+                    yield f"line {number}", json.loads(text)
+                except json.JSONDecodeError as err:
+                    cut = "" if line.endswith(b"\n") else "; the file ends in this line: is it truncated?"
+                    yield f"line {number}", _Malformed(f"not valid JSON ({err.msg} at column {err.colno}){cut}")
+    except OSError as err:
+        raise DataError(f"{path} line {number + 1}: can't read the file ({err.strerror or err})") from None
+
+
+def _read_json(path: Path, data: bytes) -> Iterator[tuple[str, Any]]:
+    """The rows of a .json file holding one list; it is decoded and parsed whole, so a fault can't be skipped."""
+    whole = "; a .json file is parsed whole, so data.on_bad_row=skip can't skip it (one row per line: use .jsonl)"
+    try:
+        text = data.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as err:
+        start, line = data.rfind(b"\n", 0, err.start) + 1, data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path} line {line}: {_not_utf8(data[start:], err.start - start)}{whole}") from None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as err:
+        at_end = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")  # ran out of text
+        cut = "; the file ends early: is it truncated?" if at_end else ""
+        message = f"not valid JSON ({err.msg} at column {err.colno}){cut}{whole}"
+        raise DataError(f"{path} line {err.lineno}: {message}") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
+    return ((f"row {i}", row) for i, row in enumerate(rows))
+
+
+def _not_utf8(line: bytes, start: int) -> str:
+    """'not valid UTF-8 (byte 0xff at column C)': C counts characters from 1, as JSON's columns do."""
+    column = len(line[:start].decode("utf-8").lstrip("\ufeff")) + 1
+    return f"not valid UTF-8 (byte 0x{line[start]:02x} at column {column})"
 
 
 def _read_hub(hub_id: str, part: str) -> Iterator[tuple[str, Any]]:

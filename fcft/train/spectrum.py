@@ -16,7 +16,9 @@ fcft computes it from the model's own weights, as cognitivecomputations/spectrum
 
 The SNRs are cached per model weights (a hash of every parameter's name, dtype, shape and bytes) under
 `$FCFT_CACHE/spectrum/<hash>/`: `snr.json` and the unfrozen-parameter YAML per top_percent, in the
-published format (fcft/train/spectrum_yaml.py). Every Spectrum run writes the patterns it used to spectrum.yaml.
+published format (fcft/train/spectrum_yaml.py). An snr.json that doesn't parse or doesn't hold exactly the
+model's modules is scanned again, with a warning naming it. Every Spectrum run writes the patterns it used to
+spectrum.yaml.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import re
 from pathlib import Path
 
 from fcft import rundir
+from fcft.data.cache import CacheError, cache_root, clear_hint
 from fcft.train import spectrum_yaml
 
 log = logging.getLogger(__name__)
@@ -88,15 +91,22 @@ def scan(model) -> dict[str, dict]:
     from tqdm.auto import tqdm
 
     modules = dict(model.named_modules())
-    results, to_rank = {}, []
-    for kind, names in weight_modules(model).items():
-        for name in names:
-            results[name] = {"type": kind, "snr": None}
-            if len(names) > 1 and modules[name].weight.ndim == 2:
-                to_rank.append(name)
+    layout = _layout(model)
+    results = {name: {"type": kind, "snr": None} for name, (kind, _) in layout.items()}
+    to_rank = [name for name, (_, ranked) in layout.items() if ranked]
     for name in tqdm(to_rank, desc="Spectrum: SNR per weight matrix", unit="matrix"):
         results[name]["snr"] = snr_ratio(modules[name].weight)
     return results
+
+
+def _layout(model) -> dict[str, tuple[str, bool]]:
+    """Module name -> (its type, whether it is ranked by SNR: a 2-D weight in a type of several modules)."""
+    modules = dict(model.named_modules())
+    return {
+        name: (kind, len(names) > 1 and modules[name].weight.ndim == 2)
+        for kind, names in weight_modules(model).items()
+        for name in names
+    }
 
 
 def select(snrs: dict[str, dict], top_percent: float) -> dict[str, list[str]]:
@@ -136,14 +146,46 @@ def weights_key(model) -> str:
 
 
 def cached_snrs(model, cache_dir: Path) -> dict[str, dict]:
-    """The model's SNRs from `cache_dir/snr.json`, scanning and writing it on a miss."""
+    """The model's SNRs from `cache_dir/snr.json`; scanned and written on a miss, or when the file is unusable."""
     path = cache_dir / "snr.json"
-    if path.is_file():
-        log.info("Spectrum: SNRs from the cache %s", path)
-        return json.loads(path.read_text())["modules"]
+    if path.exists():
+        snrs, problem = _read_snrs(path, model)
+        if snrs is not None:
+            log.info("Spectrum: SNRs from the cache %s", path)
+            return snrs
+        log.warning("Spectrum: the SNR cache %s is unusable (%s): scanning the weights again", path, problem)
     snrs = scan(model)
-    rundir.write_text(path, json.dumps({"version": SCAN_VERSION, "modules": snrs}, indent=2) + "\n")
+    try:
+        rundir.write_text(path, json.dumps({"version": SCAN_VERSION, "modules": snrs}, indent=2) + "\n")
+    except OSError as err:
+        raise CacheError(f"can't write the Spectrum SNR cache {path} ({err}); {clear_hint(cache_dir)}") from None
     return snrs
+
+
+def _read_snrs(path: Path, model) -> tuple[dict | None, str]:
+    """(modules, "") from an snr.json that covers exactly the model's modules, else (None, what is wrong)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return None, f"doesn't parse: {err}"
+    modules = data.get("modules") if isinstance(data, dict) else None
+    if not isinstance(modules, dict) or data.get("version") != SCAN_VERSION:
+        return None, f"not an SNR scan of version {SCAN_VERSION}"
+    layout = _layout(model)
+    missing, extra = sorted(set(layout) - set(modules)), sorted(set(modules) - set(layout))
+    if missing:
+        return None, f"lacks {len(missing)} modules of the model, e.g. {missing[0]}"
+    if extra:
+        return None, f"has {len(extra)} modules the model lacks, e.g. {extra[0]}"
+    for name, (kind, ranked) in layout.items():
+        entry = modules[name]
+        snr = entry.get("snr") if isinstance(entry, dict) else None
+        is_number = isinstance(snr, (int, float)) and not isinstance(snr, bool)
+        fits = is_number if ranked else snr is None
+        if not isinstance(entry, dict) or entry.get("type") != kind or not fits:
+            wanted = "a number" if ranked else "null"
+            return None, f"module {name}: expected type {kind!r} and snr {wanted}, got {json.dumps(entry)}"
+    return modules, ""
 
 
 def patterns_for_run(tuning, model) -> tuple[list[str], str]:
@@ -151,8 +193,6 @@ def patterns_for_run(tuning, model) -> tuple[list[str], str]:
     if tuning.spectrum_file is not None:
         path = Path(tuning.spectrum_file)
         return spectrum_yaml.read(path), path.read_text()
-    from fcft.tiny import cache_root
-
     cache_dir = cache_root() / "spectrum" / weights_key(model)
     text = spectrum_yaml.render(embedding_patterns(model), select(cached_snrs(model, cache_dir), tuning.top_percent))
     path = cache_dir / f"unfrozen_parameters_{tuning.top_percent:g}percent.yaml"
