@@ -6,9 +6,11 @@ boto3 and the SageMaker SDK are imported inside the functions that need them (th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import random
+from pathlib import Path
 from typing import Optional
 
 from fcft.runs import jobs
@@ -168,6 +170,44 @@ def _limits(shape, value, path: str) -> list[str]:
         except re.error:  # a Java-only regex construct: left to the service
             pass
     return found
+
+
+def upload_once(s3, bucket: str, prefix: str, path: Path) -> str:
+    """The S3 URI of a local file or directory under <prefix>/inputs/<content hash>/, uploaded only when that
+    content isn't there yet: every job of a sweep reads one copy. `s3` None: only say where (a dry run)."""
+    base = f"{prefix}/inputs/{content_hash(path)}/{path.name}"
+    if path.is_file():
+        if s3 is not None and not _exists(s3, bucket, base):
+            s3.upload_file(str(path), bucket, base)
+        return f"s3://{bucket}/{base}"
+    marker = f"{base}.complete"  # written last: a directory cut off mid-upload is uploaded again
+    if s3 is not None and not _exists(s3, bucket, marker):
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            s3.upload_file(str(file), bucket, f"{base}/{file.relative_to(path).as_posix()}")
+        s3.put_object(Bucket=bucket, Key=marker, Body=b"")
+    return f"s3://{bucket}/{base}/"
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a directory's files (relative paths and bytes), 16 hex digits."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() if file != path else b"")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception as err:
+        if error_code(err) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
 
 
 def pytorch_image(region: str, instance_type: str, framework_version: str, py_version: str) -> str:

@@ -14,6 +14,7 @@ import fcft
 from fcft import rundir
 from fcft.runs import jobs
 from fcft.spec import RunSpec, SpecError
+from fcft.spec.check import remote_paths
 from fcft.spec.options import Accelerator
 from launchers.processes import batch_plan, in_one_process, processes_per_machine, worker_command
 
@@ -31,6 +32,11 @@ class LocalLauncher:
                     "visible here; use compute=local (GPU when visible, else CPU) or compute=cpu"
                 )
         processes_per_machine(spec)  # null (one per GPU) needs a GPU here
+        for key, value in remote_paths(spec).items():
+            raise SpecError(
+                f"{key}: '{value}' is read by a SageMaker job (launcher=sagemaker: an input channel); launcher=local "
+                "reads local files: download it and give its path"
+            )
 
     def launch(self, spec: RunSpec, run_dir: Path) -> dict:
         run_dir = Path(run_dir)

@@ -36,8 +36,8 @@ from launchers.sagemaker_job import (
     environment,
     extract,
     hyperparameters,
+    inputs,
     job_spec_for,
-    local_inputs,
     redacted,
     source_root,
     staged,
@@ -153,7 +153,8 @@ class SageMakerLauncher:
             "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: request.update(params)
         )
         self._wait_for_a_slot(Path(run_dir))
-        with self._staged(spec, Path(run_dir)) as (job, channels), aws.aws_refusals("submit the job"):
+        staging = self._staged(spec, Path(run_dir), session)
+        with aws.aws_refusals("submit the job"), staging as (job, channels):
             trainer = self._trainer(session, spec, *job)
             for attempt in itertools.count(1):
                 try:
@@ -237,11 +238,10 @@ class SageMakerLauncher:
     def print_request(self, spec: RunSpec, run_dir: Path) -> dict:
         """launcher.dry_run: the CreateTrainingJob request this spec makes, printed and kept in run_dir; nothing is
         uploaded or submitted (the S3 URIs are where the uploads would go)."""
-        staging = self._staged(spec, Path(run_dir))
+        planning = aws.planning_session(self.region, self.bucket)
+        staging = self._staged(spec, Path(run_dir), planning, upload=False)
         with staging as (job, channels), aws.aws_refusals("build the job request"), aws.offline_role_check():
-            trainer = self._trainer(
-                aws.planning_session(self.region, self.bucket), spec, *job, role=self._dry_run_role
-            )
+            trainer = self._trainer(planning, spec, *job, role=self._dry_run_role)
             # The SDK's own train(dry_run=True) validates but uploads the inputs and returns nothing.
             request = trainer._create_training_job_args(input_data_config=channels, boto3=True)
         aws.validate_request(request)
@@ -301,11 +301,18 @@ class SageMakerLauncher:
     # --- the job ---------------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _staged(self, spec: RunSpec, run_dir: Path):
-        """((the code directory, the job's spec), the input channels) for `spec`, staged meanwhile; the SDK's
-        logging quieted."""
-        local = local_inputs(spec)
-        job_spec = job_spec_for(spec, local)
+    def _staged(self, spec: RunSpec, run_dir: Path, session, upload: bool = True):
+        """((the code directory, the job's spec), the input channels) for `spec`, staged meanwhile (local inputs
+        uploaded once per content, unless `upload` is false: a dry run); the SDK's logging quieted."""
+        given = inputs(spec)
+        job_spec = job_spec_for(spec, given)
+
+        def place(value: str) -> str:
+            if "://" in value:
+                return value
+            s3 = session.boto_session.client("s3") if upload else None
+            return aws.upload_once(s3, session.default_bucket(), self.prefix, Path(value))
+
         if spec.tracking.enabled:
             print(
                 f"fcft: the job logs its MLflow run to {job_spec.tracking.uri}"
@@ -314,7 +321,7 @@ class SageMakerLauncher:
                 "there when fcft collects the job's outputs",
                 flush=True,
             )
-        with staged(job_spec, local, run_dir) as (code_dir, channels), aws.sdk_logging():
+        with staged(job_spec, given, run_dir, place) as (code_dir, channels), aws.sdk_logging():
             yield (code_dir, job_spec), channels
 
     def _trainer(self, session, spec: RunSpec, code_dir: str, job_spec: RunSpec, role: Optional[str] = None):

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from importlib import metadata
@@ -91,6 +92,22 @@ def tracking_packages(uri: str) -> list[str]:
     return ["sagemaker-mlflow>=0.1"] if uri.startswith("arn:") else []
 
 
+def unpack_init_from() -> None:
+    """method.init_from given as a SageMaker job's model.tar.gz in S3 (the recipe's DPO starting from its SFT job)
+    arrives in the init_from channel as that archive: unpack it where the job's spec expects the run directory,
+    <job root>/init_from (sagemaker_job.job_path)."""
+    channel = CONFIG_DIR.parent / "data" / "init_from"
+    archives = sorted(channel.glob("*.tar.gz")) if channel.is_dir() else []
+    if not archives:
+        return
+    target = CONFIG_DIR.parents[1] / "init_from"
+    target.mkdir(parents=True, exist_ok=True)
+    for archive in archives:
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+    print(f"fcft: unpacked {', '.join(a.name for a in archives)} into {target} (method.init_from)", flush=True)
+
+
 def machines():
     """This job's instances (resourceconfig.json): how many, which one this is, and the first one's name."""
     from launchers.processes import Machines
@@ -147,6 +164,7 @@ def main(argv: list[str]) -> int:
     spec_path = Path(argv[0]).resolve()
     try:
         install(Path.cwd(), spec_path)
+        unpack_init_from()
         command, where = plan(spec_path)
     except Exception as err:  # the job's FailureReason says what went wrong before training
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@ S3 keys lie under s3://<bucket>/<prefix>/<job base name>/:
   code channel    fcft's source (SOURCE) and CODE_SPEC, the spec as it runs in the job (`job_spec_for`): local
                   paths rewritten to the job's (data -> /opt/ml/input/data/<channel>/<file>, model.path ->
                   /opt/ml/input/data/model, checkpoints -> /opt/ml/checkpoints, synced to <...>/checkpoints)
-  data channels   one per local file or directory the spec names (CHANNELS); hub ids are downloaded in the job
+  data channels   one per file, directory or s3:// URI the spec names (CHANNELS: data, model.path, init_from,
+                  the Spectrum file); a local input goes to s3://<bucket>/<prefix>/inputs/<content hash>/ once, and
+                  every job of a sweep reads that copy; hub ids are downloaded in the job
   command         ENTRY CODE_SPEC (launchers/sagemaker_entry.py): installs fcft, runs the worker
   environment     launcher.environment, MLFLOW_TRACKING_URI when the job can reach the store (else fcft records
                   the run at collection), and the secrets named by launcher.secrets, read from this process's
@@ -34,12 +36,15 @@ from fcft.spec.options import NoTracking
 JOB_ROOT = "/opt/ml"  # the container's SageMaker directory tree
 CODE_SPEC = f"fcft_job/{rundir.SPEC}"  # the job's spec, in the code channel (sagemaker_entry.py skips fcft_job/)
 ENTRY = "python -m launchers.sagemaker_entry"
-CHANNELS = {
+CHANNELS = {  # the spec's file settings, and the input channel each becomes
     ("data", "train_path"): "train",
     ("data", "pref_path"): "pref",
     ("data", "test_path"): "test",
     ("model", "path"): "model",
+    ("method", "init_from"): "init_from",
+    ("tuning", "spectrum_file"): "spectrum",
 }
+INIT_FROM_ARCHIVE = "init_from"  # under JOB_ROOT: where the entry unpacks an init_from model.tar.gz from S3
 SOURCE = ("fcft", "launchers", "conf", "pyproject.toml", "README.md", "constraints.txt")
 SOURCE_IGNORE = ("__pycache__", "*.pyc", "*.egg-info", ".DS_Store", ".pytest_cache")
 # The SageMaker SDK's in-job environment dump masks variables whose names hold one of these words.
@@ -67,29 +72,38 @@ EFA_INSTANCES = frozenset(
 EFA_VARIABLES = ("FI_", "NCCL_")  # prefixes of the variables that only mean something with EFA
 
 
-def local_inputs(spec: RunSpec) -> dict[str, str]:
-    """channel -> the local file or directory the spec names for it (URIs and hub ids are not shipped)."""
+def inputs(spec: RunSpec) -> dict[str, str]:
+    """channel -> the local file or directory, or the s3:// URI, a spec's file setting names (hub ids are not
+    shipped: the job downloads them; an MLflow run id in init_from was resolved to its run directory)."""
     found = {}
     for (group, key), channel in CHANNELS.items():
-        value = getattr(getattr(spec, group), key)
-        if value is not None and "://" not in value:
+        value = getattr(getattr(spec, group), key, None)
+        if value is not None:
             found[channel] = value
     return found
 
 
-def job_spec_for(spec: RunSpec, local: dict[str, str]) -> RunSpec:
-    """The spec as it runs in the job: the `local` inputs read from their channels, checkpoints to the synced
+def job_path(channel: str, value: str) -> str:
+    """Where the job finds a channel's input: its file in the channel directory, or the directory itself; an
+    init_from model.tar.gz (a SageMaker job's output in S3) where the entry unpacks it."""
+    where = f"{JOB_ROOT}/input/data/{channel}"
+    if "://" in value:
+        if channel == "init_from" and value.endswith(".tar.gz"):
+            return f"{JOB_ROOT}/{INIT_FROM_ARCHIVE}"
+        return where if value.endswith("/") else f"{where}/{value.rstrip('/').rsplit('/', 1)[-1]}"
+    return where if Path(value).is_dir() else f"{where}/{Path(value).name}"
+
+
+def job_spec_for(spec: RunSpec, given: dict[str, str]) -> RunSpec:
+    """The spec as it runs in the job: its `given` inputs read from their channels, checkpoints to the synced
     directory, the worker run in place (the job itself is the machine), and MLflow tracking only to a store
     the job can reach (else the run is recorded here at collection)."""
     from fcft.spec.uris import reachable_from_elsewhere
 
     changes: dict[str, dict] = {}
     for (group, key), channel in CHANNELS.items():
-        if channel in local:
-            where = f"{JOB_ROOT}/input/data/{channel}"
-            changes.setdefault(group, {})[key] = (
-                where if Path(local[channel]).is_dir() else f"{where}/{Path(local[channel]).name}"
-            )
+        if channel in given:
+            changes.setdefault(group, {})[key] = job_path(channel, given[channel])
     tracking = spec.tracking
     if tracking.enabled and not reachable_from_elsewhere(tracking.uri):
         tracking = NoTracking()
@@ -102,9 +116,10 @@ def job_spec_for(spec: RunSpec, local: dict[str, str]) -> RunSpec:
 
 
 @contextlib.contextmanager
-def staged(job_spec: RunSpec, local: dict[str, str], run_dir: Path) -> Iterator[tuple[str, list]]:
+def staged(job_spec: RunSpec, given: dict[str, str], run_dir: Path, place) -> Iterator[tuple[str, list]]:
     """(the code directory, the input channels) of a job: the source and the job's spec staged in a temporary
-    directory for the SDK to upload. The job's spec is also kept in run_dir (rundir.JOB_SPEC)."""
+    directory for the SDK to upload; each input at the S3 URI `place(path or URI)` gives it (a local one uploaded
+    once per content). The job's spec is also kept in run_dir (rundir.JOB_SPEC)."""
     from sagemaker.core.training.configs import InputData
 
     text = yaml.safe_dump(job_spec.to_dict(), sort_keys=False)
@@ -113,7 +128,7 @@ def staged(job_spec: RunSpec, local: dict[str, str], run_dir: Path) -> Iterator[
         stage_source(Path(code))
         rundir.write_text(Path(code) / CODE_SPEC, text)
         rundir.write_text(Path(code) / EXTRAS, "".join(f"{extra}\n" for extra in extras(job_spec)))
-        yield code, [InputData(channel_name=channel, data_source=path) for channel, path in local.items()]
+        yield code, [InputData(channel_name=channel, data_source=place(value)) for channel, value in given.items()]
 
 
 def extras(job_spec: RunSpec) -> list[str]:

@@ -131,7 +131,7 @@ def test_submit_sends_the_request_the_spec_describes(aws, tmp_path, capsys, capl
 
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
     assert set(channels) == {"train", "pref", "test", "code", "sm_drivers"}
-    assert channels["train"].endswith("/input/train/train_sft.jsonl")
+    assert re.search(r"/fcft/inputs/[0-9a-f]{16}/train_sft\.jsonl$", channels["train"]), "uploaded once per content"
     for channel in ("train", "pref", "test"):  # the local files were uploaded where the channel points
         assert channels[channel].split(f"s3://{BUCKET}/", 1)[1] in objects
     code_prefix = channels["code"].split(f"s3://{BUCKET}/", 1)[1] + "/"

@@ -10,7 +10,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from test_sagemaker import REGION, ROLE, botocore_hook, create_requests, sagemaker_spec
+from test_sagemaker import BUCKET, REGION, ROLE, botocore_hook, create_requests, sagemaker_spec
 
 from fcft import rundir
 from fcft import spec as run_spec
@@ -153,7 +153,7 @@ def test_the_job_installs_exactly_what_its_spec_needs_keeping_the_images_torch(t
 
     spec = sagemaker_spec(*overrides)
     job_spec = sagemaker_job.job_spec_for(spec, {})
-    with sagemaker_job.staged(job_spec, {}, tmp_path) as (code, _):
+    with sagemaker_job.staged(job_spec, {}, tmp_path, place=str) as (code, _):
         from pathlib import Path
 
         code = Path(code)
@@ -245,3 +245,67 @@ def test_no_credentials_is_a_message_that_says_how_to_provide_them(monkeypatch, 
     run_spec.save(spec, tmp_path / rundir.SPEC)
     with pytest.raises(jobs.RunFailed, match="no AWS credentials were found: run `aws configure`"):
         make_launcher(spec).launch(spec, tmp_path)
+
+
+def test_local_inputs_are_uploaded_once_per_content_for_every_job(tmp_path):
+    import boto3
+
+    with moto.mock_aws(), create_requests() as sent:
+        submitted(tmp_path, name="0")
+        submitted(tmp_path, "method.learning_rate=1e-4", name="1")
+        keys = [o["Key"] for o in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=BUCKET)["Contents"]]
+    first, second = (
+        {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in r["InputDataConfig"]} for r in sent
+    )
+    for channel in ("train", "pref", "test"):
+        assert first[channel] == second[channel], "both jobs read the one upload"
+    assert sum(key.startswith("fcft/inputs/") and key.endswith("/train_sft.jsonl") for key in keys) == 1
+
+
+def test_s3_inputs_and_a_sagemaker_runs_model_reach_the_job_as_channels(tmp_path):
+    sft_output = "s3://fcft-test-bucket/fcft/fcft-tiny-sft-abc123/fcft-tiny-sft-abc123-2026/output/model.tar.gz"
+    data = "s3://fcft-test-bucket/data/train_pref.jsonl"
+    spec = sagemaker_spec(
+        "compute=ml.g5.2xlarge", "method=dpo", f"method.init_from={sft_output}", f"data.pref_path={data}"
+    )
+    assert spec.method.init_from == sft_output and spec.data.pref_path == data  # kept as URIs, not local paths
+    job_spec = sagemaker_job.job_spec_for(spec, sagemaker_job.inputs(spec))
+    assert job_spec.method.init_from == f"{sagemaker_job.JOB_ROOT}/init_from"  # where the entry unpacks the archive
+    assert job_spec.data.pref_path == f"{sagemaker_job.JOB_ROOT}/input/data/pref/train_pref.jsonl"
+    with moto.mock_aws(), create_requests() as sent:
+        import boto3
+
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        run_spec.save(spec, run_dir / rundir.SPEC)
+        launcher = make_launcher(spec)
+        launcher.submit(spec, run_dir)
+    (request,) = sent
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels["init_from"] == sft_output and channels["pref"] == data, "no download and re-upload"
+    with pytest.raises(run_spec.SpecError, match="launcher=local reads local files"):
+        make_launcher(run_spec.validate(__import__("conftest").compose("method=dpo", f"data.pref_path={data}")))
+    with pytest.raises(run_spec.SpecError, match="a URI must be s3://BUCKET/KEY"):
+        run_spec.validate(__import__("conftest").compose("data.train_path=gs://bucket/train.jsonl"))
+
+
+def test_the_entry_unpacks_an_init_from_archive_where_the_jobs_spec_expects_it(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from launchers import sagemaker_entry
+
+    channel = tmp_path / "opt" / "ml" / "input" / "data" / "init_from"
+    channel.mkdir(parents=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in ((rundir.SPEC, "model: {name: tiny}\n"), (f"{rundir.MODEL}/config.json", "{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+    (channel / "model.tar.gz").write_bytes(buffer.getvalue())
+    monkeypatch.setattr(sagemaker_entry, "CONFIG_DIR", tmp_path / "opt" / "ml" / "input" / "config")
+    sagemaker_entry.unpack_init_from()
+    unpacked = tmp_path / "opt" / "ml" / "init_from"
+    assert (unpacked / rundir.SPEC).is_file() and (unpacked / rundir.MODEL / "config.json").is_file()

@@ -153,10 +153,30 @@ def _across_groups(spec: RunSpec) -> None:
         spec.method.accumulation_steps(spec.compute.num_processes)  # the global batch must divide
     if spec.method.init_from is None and spec.model.path is None and not spec.model.embedded and not spec.model.hub_id:
         fail("model", "set model.path to a local model directory or model.hub_id to a hub id")
+    for key, value in remote_paths(spec).items():
+        if not value.startswith("s3://") or "/" not in value[len("s3://") :].strip("/"):
+            fail(key, f"'{value}': a URI must be s3://BUCKET/KEY (a SageMaker job reads it as an input channel)")
     for part in needed_parts(spec):
         key = PATH_KEYS[part]
         if getattr(spec.data, key) is None and spec.data.hub_id is None:
             fail(f"data.{key}", "is null and data.hub_id is null: give a file or a hub dataset id")
+
+
+# The keys that name files: local paths, or s3:// URIs that a SageMaker job reads as input channels.
+PATH_SETTINGS = (
+    ("data", "train_path"),
+    ("data", "pref_path"),
+    ("data", "test_path"),
+    ("model", "path"),
+    ("method", "init_from"),
+    ("tuning", "spectrum_file"),
+)
+
+
+def remote_paths(spec: RunSpec) -> dict[str, str]:
+    """`group.key` -> value, for the file settings that name a URI rather than a local path."""
+    values = {f"{group}.{key}": getattr(getattr(spec, group), key, None) for group, key in PATH_SETTINGS}
+    return {key: value for key, value in values.items() if isinstance(value, str) and "://" in value}
 
 
 def needed_parts(spec: RunSpec) -> list[str]:

@@ -52,6 +52,8 @@ def _init_from(spec: RunSpec, find_run: Optional[Callable]) -> RunSpec:
 def _model(spec: RunSpec) -> None:
     from fcft import models
 
+    if "://" in (spec.method.init_from or spec.model.path or ""):
+        return  # an s3:// URI: a SageMaker job's input, which only the job can see
     if spec.method.init_from is not None:
         problem = models.init_from_problem(spec.method.init_from, spec.model)
         if problem:
@@ -69,6 +71,8 @@ def _data(spec: RunSpec) -> None:
         path = getattr(spec.data, key)
         if path is None:
             from_hub = True
+        elif "://" in path:
+            continue  # an s3:// URI: a SageMaker job's input channel
         elif Path(path).is_dir():
             fail(f"data.{key}", f"{path} is a directory; give a data file in it")
         elif not Path(path).is_file():
@@ -83,7 +87,7 @@ def _data(spec: RunSpec) -> None:
 
 def _tuning(spec: RunSpec) -> None:
     spectrum_file = getattr(spec.tuning, "spectrum_file", None)
-    if spectrum_file is not None:
+    if spectrum_file is not None and "://" not in spectrum_file:
         from fcft.train import spectrum_yaml
 
         problem = spectrum_yaml.problem(Path(spectrum_file))

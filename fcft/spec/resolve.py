@@ -43,8 +43,9 @@ def resolve(cfg: DictConfig | dict) -> dict:
         if isinstance(node, dict) and isinstance(node.get(key), str) and "://" not in node[key]:
             node[key] = _absolute(node[key])
     method = raw.get("method")
-    if isinstance(method, dict) and isinstance(method.get("init_from"), str) and not run_id_in(method["init_from"]):
-        method["init_from"] = _absolute(method["init_from"])  # a run directory (else an MLflow run id)
+    init_from = method.get("init_from") if isinstance(method, dict) else None
+    if isinstance(init_from, str) and not run_id_in(init_from) and "://" not in init_from:
+        method["init_from"] = _absolute(init_from)  # a run directory (else an MLflow run id or an s3:// URI)
     tracking = raw.get("tracking")
     if isinstance(tracking, dict) and tracking.get("name", "mlflow") == "mlflow":
         tracking["uri"] = store_uri(tracking.get("uri"))
