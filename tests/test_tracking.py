@@ -1,6 +1,7 @@
 """MLflow tracking on a real SQLite store (the session's, tests/conftest.py): a run's params, metrics, artifacts and
-end state, no secrets, init_from as a run id, the embedded store, an unreachable server, remote jobs' tracking,
-and the checks of an experiment's stages (tracking.uri's checks are with the others in test_config.py)."""
+end state, no secrets, init_from as a run id, the embedded store, remote jobs' tracking, and the checks of an
+experiment's stages (tracking.uri's checks are with the others in test_config.py; stores that fail, in
+test_tracking_faults.py)."""
 
 from __future__ import annotations
 
@@ -168,19 +169,6 @@ def test_the_embedded_store_and_tracking_none_need_no_mlflow(tmp_path):
     ).stdout.split()
     assert out == [f"sqlite:///{tmp_path}/mlflow.db", "none", "None", "False"]
     assert list(tmp_path.iterdir()) == []  # created on first use only
-
-
-def test_an_unreachable_server_stops_the_run_before_it_starts(tmp_path, monkeypatch):
-    from fcft import worker
-    from launchers.processes import free_port
-
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    spec = run_spec.validate(compose("method=none", f"tracking.uri=http://127.0.0.1:{free_port()}"))
-    with pytest.raises(tracking.TrackingError, match="refused or can't be reached .* or run with tracking=none"):
-        worker.run(spec, tmp_path)
-    assert json.loads((tmp_path / "error.json").read_text())["type"] == "TrackingError"
-    assert not (tmp_path / "eval").exists()
 
 
 def test_a_sagemaker_job_tracks_where_it_can_else_it_is_recorded_here(tracked_run, mlflow_store, tmp_path):

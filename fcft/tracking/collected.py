@@ -1,20 +1,30 @@
-"""Runs finished elsewhere: a remote job (SageMaker) whose outputs were just collected into a run directory.
+"""Runs recorded from their run directory, after the fact: a remote job (SageMaker) whose outputs were just
+collected, or a run whose store stopped answering before the run ended.
 
-A job that could reach its tracking store recorded itself there; its fcft.run_dir tag now points at the collected
-directory. A job that could not (the store is a SQLite file on this machine) ran untracked, and its MLflow run is
-recorded here from its files: the spec, the trainer's log history, the metrics and the artifacts.
+    python -m fcft.tracking record RUN_DIR [RUN_DIR ...]      (fcft/tracking/__main__.py)
+
+A run directory holds everything its MLflow run needs: spec.yaml (params, tags, the store), train_log.jsonl (the
+step metrics), metrics.json (eval metrics; the MLflow run it was given) or error.json (a failed run, and the
+MLflow run when the store was gone as it failed), and the artifacts. record() completes that MLflow run (only
+the steps and metrics it lacks) and ends it FINISHED, FAILED or KILLED, or creates one when the run has none; a
+run already ended is left as it is, so recording twice does nothing new.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 
 from fcft import rundir
+from fcft.spec.uris import store_uri
 from fcft.tracking import store
-from fcft.tracking.run import start
+from fcft.tracking.run import Tracker, start
+
+ENDED = ("FINISHED", "FAILED", "KILLED")
+INTERRUPTED = ("KeyboardInterrupt", "SystemExit", "Terminated")  # error.json types of a run stopped from outside
 
 
 def record_collected(run_dir: Path) -> None:
@@ -33,10 +43,70 @@ def record_collected(run_dir: Path) -> None:
         if tracked:
             store.connect(tracked["uri"]).set_tag(tracked["run_id"], "fcft.run_dir", str(run_dir.absolute()))
             return
-        tracker = start(spec, run_dir)
-        tracker.log_history(rundir.read_jsonl(run_dir / rundir.TRAIN_LOG))
-        metrics["tracking"] = tracker.record
-        rundir.write_json(run_dir / rundir.METRICS, metrics)
-        tracker.finish(run_dir, metrics)
+        record(run_dir)
     except Exception as err:
         print(f"fcft: warning: the job in {run_dir} was not recorded in MLflow: {err}", file=sys.stderr)
+
+
+def record(run_dir: Path, uri: Optional[str] = None) -> str:
+    """Complete or create run_dir's MLflow run from its files, and end it; what was done, in a line. `uri`: the
+    store to record in when it is served elsewhere now (default: the one the run used). TrackingError when the
+    store can't be reached; ValueError when run_dir is no ended run's directory."""
+    run_dir = Path(run_dir).absolute()
+    try:
+        spec = OmegaConf.load(run_dir / rundir.SPEC)
+    except Exception as err:
+        raise ValueError(f"{run_dir} is no run directory: its {rundir.SPEC} can't be read ({err})") from err
+    if not store.tracking_on(spec.tracking):
+        return f"{run_dir}: tracking=none, nothing to record"
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
+    error = rundir.read_json(run_dir / rundir.ERROR)
+    if metrics is None and error is None:
+        raise ValueError(f"{run_dir} has not ended (no {rundir.METRICS} or {rundir.ERROR}): nothing to record yet")
+    status = "FINISHED" if metrics is not None else "KILLED" if error.get("type") in INTERRUPTED else "FAILED"
+    noted = (metrics or {}).get("tracking") or (error or {}).get("tracking") or {}
+    uri = uri or noted.get("uri") or store_uri(spec.tracking.uri)
+    noted_error = error is not None and "tracking" in error  # error.json's note that the run was not recorded
+    try:
+        tracker, created = _find(spec, run_dir, uri, noted.get("run_id")), False
+        if tracker is None:
+            spec.tracking.uri = uri
+            tracker, created = start(spec, run_dir), True
+        ended = tracker.client.get_run(tracker.run_id).info.status
+        if noted_error:  # about to be untrue; it goes to MLflow without it
+            rundir.write_json(run_dir / rundir.ERROR, {k: v for k, v in error.items() if k != "tracking"})
+        if ended in ENDED:
+            return f"{run_dir}: already recorded in MLflow run {tracker.run_id} ({ended}), nothing new"
+        if metrics is not None and metrics.get("tracking") != tracker.record:
+            rundir.write_json(run_dir / rundir.METRICS, {**metrics, "tracking": tracker.record})
+        tracker.complete(run_dir, metrics, status)
+    except Exception as err:
+        if noted_error:
+            rundir.write_json(run_dir / rundir.ERROR, error)
+        if isinstance(err, store.TrackingError):
+            raise
+        raise store.unreachable(uri, err) from err
+    where = tracker.record["url"] or uri
+    return f"{run_dir}: recorded in MLflow run {tracker.run_id} ({'created, ' if created else ''}{status}): {where}"
+
+
+def _find(spec, run_dir: Path, uri: str, run_id: Optional[str]) -> Optional[Tracker]:
+    """The run's MLflow run: the one its files name, else the one tagged with its directory, else None."""
+    client = store.connect(uri)
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+            return Tracker(client, uri, run.info.experiment_id, run_id, run.info.run_name)
+        except Exception as err:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(err) and "not found" not in str(err).lower():
+                raise
+    experiment = client.get_experiment_by_name(spec.tracking.experiment)
+    if experiment is None:
+        return None
+    found = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`fcft.run_dir` = '{run_dir}'", max_results=1
+    )
+    if not found:
+        return None
+    run = found[0]
+    return Tracker(client, uri, run.info.experiment_id, run.info.run_id, run.info.run_name)

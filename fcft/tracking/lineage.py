@@ -44,6 +44,8 @@ def run_dir_of(run_id: str, uri: str) -> tuple[Optional[str], Optional[str]]:
         return None, f"tracking.uri: {problem}"
     try:
         run = store.connect(uri).get_run(run_id)
+    except store.TrackingError as err:
+        return None, str(err)
     except Exception as err:
         if "RESOURCE_DOES_NOT_EXIST" in str(err) or "not found" in str(err).lower():
             return None, f"no MLflow run {run_id} in {uri} (tracking.uri names the store to look in)"

@@ -17,6 +17,7 @@ from fcft import rundir
 from fcft.eval.metrics import HEADLINE
 from fcft.spec.uris import store_uri, uri_problem
 from fcft.tracking import store
+from fcft.tracking.run import CALL_TIMEOUT_S
 
 
 def start_sweep(tracking, sweep_dir: Path, name: str, overrides: list[str]) -> Optional[str]:
@@ -28,8 +29,7 @@ def start_sweep(tracking, sweep_dir: Path, name: str, overrides: list[str]) -> O
     if problem:
         raise store.TrackingError(f"tracking.uri: {problem}")
     try:
-        client = store.connect(uri)
-        experiment_id = store.experiment_id(client, tracking.experiment, uri)
+        client, experiment_id = store.open_experiment(uri, tracking.experiment)
         tags = {"fcft.sweep_dir": str(Path(sweep_dir).absolute()), "fcft.overrides": " ".join(overrides)}
         run = client.create_run(experiment_id, run_name=name, tags=tags)
     except store.TrackingError:
@@ -70,20 +70,22 @@ def log_sweep_report(sweep_dir: Path, report_dir: Path) -> None:
     if parent is None:
         return
     try:
-        store.connect(parent["uri"]).log_artifacts(parent["parent_run_id"], str(report_dir), "report")
+        with store.bounded(parent["uri"], CALL_TIMEOUT_S):
+            store.connect(parent["uri"]).log_artifacts(parent["parent_run_id"], str(report_dir), "report")
     except Exception as err:
         print(f"fcft: warning: the report was not logged to MLflow: {err}", file=sys.stderr)
 
 
 def end_sweep(sweep_dir: Path, outcomes: list) -> None:
     """A report writer (fcft/runs/sweep.py): the parent run gets sweep.json, the job counts and the best headline
-    score (best/eval/acc_norm), and ends FINISHED, or FAILED when any job failed."""
+    score (best/eval/acc_norm), and ends FINISHED, or FAILED when any job failed. Each call gets one short try:
+    a store gone away costs the sweep's end seconds, not minutes."""
     parent = sweep_parent(sweep_dir)
     if parent is None:
         return
     from mlflow.entities import Metric
 
-    client, run_id = store.connect(parent["uri"]), parent["parent_run_id"]
+    run_id = parent["parent_run_id"]
     key = HEADLINE.key
     evals = [(o.metrics or {}).get("eval") or {} for o in outcomes if o.ok]
     scores = [ev[key] for ev in evals if ev.get(key) is not None]
@@ -93,9 +95,13 @@ def end_sweep(sweep_dir: Path, outcomes: list) -> None:
         values[f"best/eval/{key}"] = max(scores) if HEADLINE.higher_is_better else min(scores)
     summary = Path(sweep_dir) / rundir.SWEEP_SUMMARY
     try:
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()], synchronous=True)
-        if summary.is_file():
-            client.log_artifact(run_id, str(summary))
-        client.set_terminated(run_id, "FINISHED" if all(o.ok for o in outcomes) else "FAILED")
+        with store.bounded(parent["uri"], CALL_TIMEOUT_S):
+            client = store.connect(parent["uri"])
+            client.log_batch(
+                run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()], synchronous=True
+            )
+            if summary.is_file():
+                client.log_artifact(run_id, str(summary))
+            client.set_terminated(run_id, "FINISHED" if all(o.ok for o in outcomes) else "FAILED")
     except Exception as err:
         print(f"fcft: warning: the MLflow parent run {run_id} was not ended: {err}", file=sys.stderr)
