@@ -146,6 +146,8 @@ def init_from_problem(init_from: str, model: ModelSpec) -> Optional[str]:
         return (
             f"{run} has no model/ to start from (a run that trains saves one; method=none runs and failed runs don't)"
         )
+    if (problem := rundir.RunDir(run).not_finished()) is not None:
+        return f"{problem}; method.init_from takes a finished run"
     try:
         previous = OmegaConf.load(run / rundir.SPEC).model.name
     except Exception as err:  # missing or broken spec.yaml

@@ -1,10 +1,13 @@
 """One run, from a spec to a finished run directory: data -> model -> train -> save -> evaluate -> record.
 
-    python -m fcft.worker RUN_DIR/spec.yaml [--run-dir OTHER_DIR]
+    python -m fcft.worker RUN_DIR/spec.yaml [--run-dir OTHER_DIR] [--overwrite]
 
 Every launcher ends here, with the same spec file; Hydra is never involved. The method comes from the registry
 (fcft/train/methods/): its data part, its dataset and its trainer. The run directory's files (model/,
-train_log.jsonl, eval/, metrics.json written last, error.json on failure) are named in fcft/rundir.py.
+train_log.jsonl, eval/, metrics.json written last, error.json on failure) are named in fcft/rundir.py. A run holds
+its directory (fcft.rundir.claim: running.json while it runs; another run's outputs refused unless overwrite) and
+clears what an earlier run left there, so a failed run leaves error.json and nothing that looks like results.
+With compute.checkpoint_dir, a run started again resumes from its newest complete checkpoint (fcft/train/args.py).
 
 With tracking=mlflow (the default), rank 0 records the run in MLflow as it goes (fcft/tracking/): the run is
 created before any data loads, so an unreachable store stops the run at once, and it is always ended.
@@ -17,6 +20,7 @@ each rank holds only a shard of the weights).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
@@ -26,23 +30,28 @@ from pathlib import Path
 from fcft import distributed, models, rundir, tracking
 from fcft import spec as run_spec
 from fcft.data import formats
-from fcft.data.when2call import DataError, load_part
+from fcft.data.when2call import load_part
 from fcft.eval.metrics import METRICS
+from fcft.runs import jobs
 from fcft.spec import RunSpec
 from fcft.spec.options import Strategy
+from fcft.train import args as train_args
 from fcft.train.methods import get as get_method
 
 log = logging.getLogger(__name__)
 
 
-def run(spec: RunSpec, run_dir: Path) -> dict:
-    """Execute the spec in run_dir; returns the metrics also written to metrics.json."""
-    run_dir = rundir.RunDir(run_dir)
+def run(spec: RunSpec, run_dir: Path, overwrite: bool = False) -> dict:
+    """Execute the spec in run_dir; returns the metrics also written to metrics.json. rundir.RunDirError when
+    another run holds run_dir, or its outputs are another run's and not `overwrite`."""
     main = distributed.is_main()
+    holding = rundir.claim(run_dir, spec.to_dict(), overwrite) if main else contextlib.nullcontext()
+    with holding:
+        return _held(spec, rundir.RunDir(run_dir), main)
+
+
+def _held(spec: RunSpec, run_dir: rundir.RunDir, main: bool) -> dict:
     tracker = None
-    if main:
-        run_dir.path.mkdir(parents=True, exist_ok=True)
-        (run_dir / rundir.ERROR).unlink(missing_ok=True)
     try:
         tracker = tracking.start(spec, run_dir.path) if main else None
         metrics = _run(spec, run_dir.path, tracker)
@@ -88,14 +97,22 @@ def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None) -> dict
 
     if method.trains:
         dataset = method.dataset(train_rows.rows, train_format, tokenizer, spec.model.max_length)
-        callbacks = [tracker.callback()] if tracker is not None else []
-        trainer = method.train(spec, model, tokenizer, dataset, run_dir, device, callbacks)
-        model = trainer.model
-        _save_model(trainer, tokenizer, run_dir / rundir.MODEL)
+        clock = train_args.run_clock()
+        callbacks = [clock] + ([tracker.callback()] if tracker is not None else [])
+        try:
+            trainer = method.train(spec, model, tokenizer, dataset, run_dir, device, callbacks)
+            model, state = trainer.model, trainer.state
+            _save_model(trainer, tokenizer, run_dir / rundir.MODEL)
+        except train_args.AlreadyTrained as done:  # its newest checkpoint is at max_steps: nothing to train
+            log.info("%s: the model is taken from the checkpoint as it is", done)
+            model, state = done.model, done.state
+            _copy_model(Path(train_args.resume_from(spec)), tokenizer, run_dir / rundir.MODEL)
         if not distributed.is_main():
             return metrics
-        rundir.write_jsonl(run_dir / rundir.TRAIN_LOG, trainer.state.log_history)
-        metrics["train"] = {**_train_summary(trainer), "init_from": spec.method.init_from}
+        rundir.write_jsonl(run_dir / rundir.TRAIN_LOG, state.log_history)
+        batch = spec.method.per_device_train_batch_size * spec.method.accumulation_steps(distributed.world_size())
+        summary = _train_summary(state, clock, distributed.world_size(), batch * distributed.world_size())
+        metrics["train"] = {**summary, "init_from": spec.method.init_from}
         shutil.rmtree(run_dir / rundir.TRAINER, ignore_errors=True)  # empty unless checkpoints were asked for
         if spec.compute.strategy == Strategy.zero3:
             model = models.load_gathered(spec.model, device, run_dir / rundir.MODEL)
@@ -129,21 +146,39 @@ def _evaluate(spec: RunSpec, model, tokenizer, rows: list[dict], eval_format, ru
     return {**eval_metrics, "format": eval_format.name, "backend": str(e.backend)}
 
 
-def _train_summary(trainer) -> dict:
-    state = trainer.state
+def _train_summary(state, clock, processes: int, global_batch_size: int) -> dict:
+    """Loss, runtime and throughput of the whole run. One segment: the trainer's own train_* numbers. A run resumed
+    from a checkpoint: the loss averaged over every logged step of its log history (the earlier segments' too), the
+    time of every segment (RunClock), the samples of every step."""
     final = next((h for h in reversed(state.log_history) if "train_loss" in h), {})
-    processes = trainer.accelerator.num_processes
-    return {
+    summary = {
         "loss": final.get("train_loss"),
         "steps": state.global_step,
         "epochs": state.epoch,
         "runtime_s": final.get("train_runtime"),
         "samples_per_second": final.get("train_samples_per_second"),
         "processes": processes,
-        "global_batch_size": trainer.args.per_device_train_batch_size
-        * trainer.args.gradient_accumulation_steps
-        * processes,
+        "global_batch_size": global_batch_size,
     }
+    if clock.first_step > 0:  # resumed: the trainer's train_* numbers cover the last segment only
+        runtime = clock.before_s + (final.get("train_runtime") or 0.0 if final.get("step") == state.global_step else 0)
+        summary.update(
+            loss=_logged_loss(state.log_history),
+            runtime_s=runtime,
+            samples_per_second=state.global_step * global_batch_size / runtime if runtime else None,
+            resumed_from_step=clock.first_step,
+        )
+    return summary
+
+
+def _logged_loss(history: list[dict]) -> float | None:
+    """The mean training loss over the logged steps: each logged loss weighted by the steps it averages."""
+    total, last = 0.0, 0
+    for record in history:
+        if "loss" in record and "step" in record and record["step"] > last:
+            total += record["loss"] * (record["step"] - last)
+            last = record["step"]
+    return total / last if last else None
 
 
 def _save_model(trainer, tokenizer, target: Path) -> None:
@@ -158,6 +193,16 @@ def _save_model(trainer, tokenizer, target: Path) -> None:
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+
+
+def _copy_model(checkpoint: Path, tokenizer, target: Path) -> None:
+    """model/ from a checkpoint's saved model (what trainer.save_model wrote there), atomically; rank 0 only."""
+    if not distributed.is_main():
+        return
+    with rundir.atomic_dir(target) as tmp:
+        for path in train_args.model_files(checkpoint):
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, tmp / path.name)
+        tokenizer.save_pretrained(str(tmp))
 
 
 def metrics_table(metrics: dict) -> str:
@@ -175,25 +220,30 @@ def metrics_table(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The worker's command line; exit status 2 for bad input (spec, data, files), 1 for a failed run, 130 when
+    interrupted, 143 on SIGTERM, with one line saying why (fcft.runs.jobs; FCFT_DEBUG=1 adds the traceback)."""
     parser = argparse.ArgumentParser(prog="python -m fcft.worker", description="Run a fcft spec file.")
     parser.add_argument("spec", type=Path, help="a run directory's spec.yaml")
     parser.add_argument("--run-dir", type=Path, help="where to write outputs (default: the spec's directory)")
+    parser.add_argument("--overwrite", action="store_true", help="replace another run's outputs in --run-dir")
     args = parser.parse_args(argv)
+    jobs.handle_sigterm()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    run_dir = args.run_dir or args.spec.parent
     try:
         spec = run_spec.load(args.spec, find_run=tracking.run_dir_of)
-    except run_spec.SpecError as err:
-        print(f"fcft: invalid spec: {err}", file=sys.stderr)
-        return 2
-    run_dir = args.run_dir or args.spec.parent
-    if args.run_dir and distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_spec.save(spec, run_dir / rundir.SPEC)
-    try:
-        metrics = run(spec, run_dir)
-    except DataError as err:
-        print(f"fcft: bad data: {err}", file=sys.stderr)
-        return 2
+        if distributed.is_main():
+            # --run-dir: a new spec.yaml there; else the directory's own spec, the same run again
+            with rundir.claim(run_dir, spec.to_dict() if args.run_dir else None, args.overwrite):
+                if args.run_dir:
+                    run_spec.save(spec, run_dir / rundir.SPEC)
+                metrics = run(spec, run_dir)
+        else:
+            metrics = run(spec, run_dir)
+    except BaseException as err:  # noqa: BLE001 -- one line and an exit status, for every error
+        if isinstance(err, SystemExit):
+            raise
+        return jobs.fail(err, run_dir if (Path(run_dir) / rundir.ERROR).is_file() else None)
     if distributed.is_main():
         print(f"fcft: run finished in {run_dir}\n{metrics_table(metrics)}")
     return 0

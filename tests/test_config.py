@@ -257,7 +257,7 @@ def test_a_spec_written_before_per_option_schemas_still_loads(tmp_path):
         (["method.learning_rate=abc"], "could not be converted to Float"),
         (
             ["model=qwen3_06b"],
-            "Could not find 'model/qwen3_06b'\n\nAvailable options in 'model':\n\tllama3.2_3b\n\tqwen3_0.6b",
+            "model: no option 'qwen3_06b' (did you mean 'qwen3_0.6b'?); options: llama3.2_3b, qwen3_0.6b",
         ),
         (["+method.foo=1"], "fcft: invalid config: method.foo: not a setting of method=sft"),
         (

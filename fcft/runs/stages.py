@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from fcft import rundir
 from fcft import spec as run_spec
 from fcft.eval.metrics import HEADLINE
+from fcft.runs import jobs
 from fcft.runs.launch import prepare
 
 
@@ -94,11 +95,16 @@ def run(
                 }
                 cfg.tracking.tags = tags
             spec, launcher = prepare(cfg)
-            run_spec.save(spec, stage_dir / rundir.SPEC)
-            metrics = launcher.launch(spec, stage_dir)
+            if rundir.RunDir(stage_dir).finished and rundir.same_spec(stage_dir / rundir.SPEC, spec.to_dict()):
+                print(f"fcft: stage {stage.name} finished in an earlier start of this job; kept", flush=True)
+                metrics = rundir.RunDir(stage_dir).metrics()
+            else:
+                with rundir.claim(stage_dir, spec.to_dict(), jobs.overwrite()):
+                    run_spec.save(spec, stage_dir / rundir.SPEC)
+                    metrics = launcher.launch(spec, stage_dir)
         except Exception as err:  # noqa: BLE001 -- the stage failed; the ones that don't start from it go on
-            if not (stage_dir / rundir.ERROR).is_file():  # the worker writes its own, with the traceback
-                rundir.RunDir(stage_dir).write_error(err)
+            if not isinstance(err, rundir.RunDirError) and not (stage_dir / rundir.ERROR).is_file():
+                rundir.RunDir(stage_dir).write_error(err)  # the worker writes its own, with the traceback
             print(f"fcft: stage {stage.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
             continue
         if metrics is not None:
