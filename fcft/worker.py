@@ -53,15 +53,19 @@ def run(spec: RunSpec, run_dir: Path, overwrite: bool = False) -> dict:
 def _held(spec: RunSpec, run_dir: rundir.RunDir, main: bool) -> dict:
     tracker = None
     try:
+        rows = _rows(spec)  # every row read and checked before the MLflow run starts and a model loads
         tracker = tracking.start(spec, run_dir.path) if main else None
-        metrics = _run(spec, run_dir.path, tracker)
+        metrics = _run(spec, run_dir.path, tracker, rows)
         if main:
             if tracker is not None:
                 metrics["tracking"] = tracker.record
             run_dir.write_metrics(metrics)
     except BaseException as err:
         if main:
-            run_dir.write_error(err, traceback=traceback.format_exc())
+            try:
+                run_dir.write_error(err, traceback=traceback.format_exc())
+            except OSError as unwritable:  # a full disk: the MLflow run is still ended, below
+                log.error("%s could not be written (%s): the run failed with %r", rundir.ERROR, unwritable, err)
         if tracker is not None:
             tracker.fail(run_dir.path, err)
         raise
@@ -73,15 +77,20 @@ def _held(spec: RunSpec, run_dir: rundir.RunDir, main: bool) -> dict:
     return metrics
 
 
-def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None) -> dict:
+def _rows(spec: RunSpec) -> tuple:
+    """(training rows, test rows) of the run, each a when2call.Loaded or None; DataError naming file and row."""
+    method = get_method(spec.method.name)
+    train_rows = load_part(spec.data, method.part, spec.data.limit) if method.trains else None
+    test_rows = load_part(spec.data, "test", spec.eval.limit) if spec.eval.enabled else None
+    return train_rows, test_rows
+
+
+def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: tuple) -> dict:
     method = get_method(spec.method.name)
     train_format = formats.get(spec.training_format)
     eval_format = formats.get(spec.eval_format)
     metrics: dict = {"train": {}, "eval": {}, "data": {}}
-
-    # Every row is read and checked before a model is loaded.
-    train_rows = load_part(spec.data, method.part, spec.data.limit) if method.trains else None
-    test_rows = load_part(spec.data, "test", spec.eval.limit) if spec.eval.enabled else None
+    train_rows, test_rows = rows
     for part, loaded in (("train", train_rows), ("test", test_rows)):
         if loaded is not None:
             metrics["data"][part] = {"source": loaded.source, "rows": len(loaded.rows), "skipped": len(loaded.skipped)}

@@ -108,20 +108,37 @@ def test_a_run_records_its_spec_metrics_and_files(tracked_run, mlflow_store):
     assert all(SECRET not in text for text in texts)
 
 
-def test_a_failing_run_ends_failed_with_its_error(tmp_path, tiny_dir, mlflow_store):
+def test_a_failing_run_ends_failed_with_its_error_and_bad_data_fails_before_any_mlflow_run(tmp_path, mlflow_store):
     from fcft import worker
     from fcft.data.when2call import DataError
 
+    store = client(mlflow_store)
+
+    def runs_of(run_dir):
+        experiment = store.get_experiment_by_name("fcft")
+        where = f"tags.`fcft.run_dir` = '{run_dir}'"
+        return store.search_runs([experiment.experiment_id], filter_string=where) if experiment else []
+
+    # Bad data is found before the MLflow run is created: error.json, and nothing in the store.
     broken = tmp_path / "test.jsonl"
     broken.write_text('{"uuid": "x"}\n')
+    bad_data = tmp_path / "bad-data"
     spec = run_spec.validate(compose("method=none", f"data.test_path={broken}"))
-    run_spec.save(spec, tmp_path / rundir.SPEC)
     with pytest.raises(DataError):
-        worker.run(spec, tmp_path)
-    store = client(mlflow_store)
-    (run,) = store.search_runs(
-        [store.get_experiment_by_name("fcft").experiment_id], filter_string=f"tags.`fcft.run_dir` = '{tmp_path}'"
-    )
+        worker.run(spec, bad_data)
+    assert rundir.RunDir(bad_data).error()["type"] == "DataError" and runs_of(bad_data) == []
+
+    # A failure once the run has started (weights that don't load) ends its MLflow run FAILED, with its files.
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")  # passes the reachability check, fails to load
+    failing = tmp_path / "failing"
+    spec = run_spec.validate(compose("method=none", f"model.path={weights}", "eval.limit=2"))
+    failing.mkdir()
+    run_spec.save(spec, failing / rundir.SPEC)  # as the command line does
+    with pytest.raises(ValueError, match="config"):
+        worker.run(spec, failing)
+    (run,) = runs_of(failing)
     assert run.info.status == "FAILED"
     assert {"spec.yaml", "error.json"} <= set(artifact_files(store, run.info.run_id))
 

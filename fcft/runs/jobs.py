@@ -8,6 +8,7 @@ for the job and collect its results, in the same command or a later one. Secrets
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -78,6 +79,11 @@ def explain(err: BaseException, run_dir=None) -> str:
         return f"fcft: run failed: {err}"
     if exit_status(err) == BAD_INPUT:
         return f"fcft: {err}"
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return (
+            f"fcft: the disk is full ({err}): free some space and run the same command again (with "
+            "compute.checkpoint_dir set, it resumes from the newest complete checkpoint: finished training is kept)"
+        )
     where = f" (traceback in {run_dir}/error.json; {DEBUG_ENV}=1 prints it here)" if run_dir else ""
     return f"fcft: run failed: {type(err).__name__}: {err}{where}"
 
