@@ -71,6 +71,7 @@ def main(cfg: DictConfig) -> float | None:
             return _experiment(cfg, run_dir)
         spec, launcher = prepare(cfg)
         with rundir.claim(run_dir, spec.to_dict(), jobs.overwrite()):
+            _record_hydra(run_dir, cfg)
             run_spec.save(spec, run_dir / rundir.SPEC)
             log.info("spec written to %s", run_dir / rundir.SPEC)
             metrics = launcher.launch(spec, run_dir)
@@ -81,6 +82,11 @@ def main(cfg: DictConfig) -> float | None:
             _record_interrupt(run_dir, err)
         sys.exit(jobs.fail(err, run_dir if (run_dir / rundir.ERROR).is_file() else None))
     return _report(metrics, run_dir)
+
+
+def _record_hydra(run_dir: Path, cfg: DictConfig) -> None:
+    """The run's .hydra/ (its composed config and command-line overrides), for reports and readers."""
+    stages.record_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
 
 
 def _record_interrupt(run_dir: Path, err: BaseException) -> None:
@@ -174,6 +180,8 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
     to error.json and logged, never raised, so the other jobs run and the multirun's end reports it."""
     sweep_dir = Path(HydraConfig.get().sweep.dir)
     parent = tracking.parent_for(cfg.tracking, sweep_dir)
+    if rundir.RunDir(run_dir).running() is None:  # the job is listed in the sweep's report even if it fails
+        _record_hydra(run_dir, cfg)
     try:
         if cfg.get("experiment") is not None:
             return _experiment(cfg, run_dir, parent, prefix=f"{run_dir.name}-")
@@ -221,6 +229,8 @@ def _kill_sweep(sweep_dir: Path) -> None:
 def _experiment(cfg: DictConfig, job_dir: Path, parent: str | None = None, prefix: str = "") -> float | None:
     """An experiment's stages, one run each in job_dir/<stage> (fcft/runs/stages.py); SpecError if they can't run.
     Alone (not in a multirun), a failed stage makes the command fail; in a multirun, the multirun's end reports it."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # a multirun's job has recorded its own
+        _record_hydra(job_dir, cfg)
     score = stages.run(cfg.experiment, job_dir, list(HydraConfig.get().overrides.task), parent, prefix)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         from fcft.runs import outcomes

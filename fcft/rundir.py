@@ -164,6 +164,16 @@ class RunDir:
             return f"{self.path} holds no finished run (no {METRICS})"
         return None
 
+    def note_running(self, **fields) -> None:
+        """Add `fields` (e.g. the MLflow run's id) to the running.json of the run in progress here."""
+        record = read_json(self.path / RUNNING)
+        if record is not None:
+            write_json(self.path / RUNNING, {**record, **fields})
+
+    def killed_run(self) -> Optional[dict]:
+        """The running.json of a run killed here (SIGKILL, a lost machine) that this run's claim replaced, or None."""
+        return (read_json(self.path / RUNNING) or {}).get("replaced")
+
     def running(self) -> Optional[dict]:
         """running.json's record (pid, host, start) when its process still runs, else None."""
         record = read_json(self.path / RUNNING)
@@ -295,7 +305,10 @@ def _take(marker: Path, record: dict) -> None:
                         f"{marker.parent} is in use by another run ({describe(held)}); wait for it to end or "
                         f"choose another directory (if that process no longer runs, delete {marker})"
                     ) from None
-                marker.unlink(missing_ok=True)  # left by a run that was killed
+                if held is not None:  # left by a run that was killed: kept in the new marker, for its MLflow run
+                    record["replaced"] = {key: value for key, value in held.items() if key != "replaced"}
+                    tmp.write_text(json.dumps(record) + "\n")
+                marker.unlink(missing_ok=True)
         raise RunDirError(f"{marker.parent}: could not create {marker.name}; another run is starting there")
     finally:
         tmp.unlink(missing_ok=True)

@@ -54,7 +54,9 @@ def _held(spec: RunSpec, run_dir: rundir.RunDir, main: bool) -> dict:
     tracker = None
     try:
         rows = _rows(spec)  # every row read and checked before the MLflow run starts and a model loads
-        tracker = tracking.start(spec, run_dir.path) if main else None
+        tracker = tracking.start(spec, run_dir.path, resumes=run_dir.killed_run()) if main else None
+        if tracker is not None:
+            run_dir.note_running(mlflow_run_id=tracker.run_id, mlflow_uri=tracker.uri)  # for a run that resumes this
         metrics = _run(spec, run_dir.path, tracker, rows)
         if main:
             if tracker is not None:

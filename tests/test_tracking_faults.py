@@ -239,3 +239,36 @@ def test_a_server_killed_mid_run_costs_the_run_nothing_and_the_run_is_recorded_l
     assert sorted(m.step for m in losses) == list(range(1, 11))
     assert {"spec.yaml", "metrics.json", "train_log.jsonl", "eval"} <= files
     assert json.loads((run_dir / "metrics.json").read_text())["tracking"]["uri"] == moved
+
+
+def test_a_run_killed_in_its_directory_is_ended_killed_and_linked_by_the_run_that_resumes_it(tmp_path, mlflow_store):
+    """SIGKILL leaves the MLflow run RUNNING and running.json behind: the next run there ends it and links it."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    from fcft import worker
+
+    client = MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name("fcft") or client.get_experiment(client.create_experiment("fcft"))
+    killed = client.create_run(experiment.experiment_id, run_name="killed").info.run_id
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_dir = tmp_path / "run"
+    rundir.write_json(
+        run_dir / rundir.RUNNING,
+        {
+            "pid": int(gone.stdout),
+            "host": socket.gethostname(),
+            "start": 0,
+            "token": "dead",
+            "mlflow_run_id": killed,
+            "mlflow_uri": mlflow_store,
+        },
+    )
+    spec = run_spec.validate(compose("method=none", "eval.limit=2"))
+    metrics = worker.run(spec, run_dir)
+    resumed = client.get_run(metrics["tracking"]["run_id"])
+    assert client.get_run(killed).info.status == "KILLED"
+    assert resumed.data.tags["fcft.resumes_run_id"] == killed and resumed.info.status == "FINISHED"
+    assert client.get_run(killed).data.tags["fcft.resumed_by_run_id"] == resumed.info.run_id
+    assert not (run_dir / rundir.RUNNING).exists()

@@ -80,7 +80,7 @@ def run(
         score = None
         try:
             cfg = compose(config_name="config", overrides=stage_overrides)
-            _record_config(stage_dir, cfg, stage_overrides)
+            record_config(stage_dir, cfg, stage_overrides)
             if stage.init_from is not None and stage.init_from not in finished:
                 raise Skipped(f"skipped: stage '{stage.init_from}', which it starts from, did not finish")
             cfg.experiment = None  # this stage is one run
@@ -127,7 +127,8 @@ def _drop_foreign(cfg: DictConfig, job_overrides: list[str], stage: str) -> None
             print(f"fcft: stage {stage}: {key} left out ({group}={cfg[group].name} doesn't take it)", flush=True)
 
 
-def _record_config(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
-    """`.hydra/overrides.yaml` and `.hydra/config.yaml`, as Hydra writes them for a job."""
+def record_config(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """`.hydra/overrides.yaml` and `.hydra/config.yaml`, as Hydra would write them for a job: fcft writes them
+    itself (conf/config.yaml sets hydra.output_subdir to null), once the directory is known to be the run's."""
     rundir.write_text(stage_dir / rundir.HYDRA_OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     rundir.write_text(stage_dir / rundir.HYDRA_CONFIG, OmegaConf.to_yaml(cfg))

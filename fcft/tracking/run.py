@@ -252,9 +252,10 @@ def _first_line(err: Optional[BaseException]) -> str:
     return (text.splitlines()[0] if text else type(err).__name__)[:200]
 
 
-def start(spec, run_dir: Path) -> Optional[Tracker]:
+def start(spec, run_dir: Path, resumes: Optional[dict] = None) -> Optional[Tracker]:
     """Create the MLflow run of `spec` running in run_dir (None with tracking=none); TrackingError if the store
-    can't be reached, before anything expensive has started."""
+    can't be reached, before anything expensive has started. `resumes`: the running.json of a run killed in
+    run_dir (fcft.rundir.RunDir.killed_run): its MLflow run, left RUNNING, ends KILLED and the new run links it."""
     t = spec.tracking
     if not store.tracking_on(t):
         return None
@@ -275,9 +276,25 @@ def start(spec, run_dir: Path) -> Optional[Tracker]:
     except Exception as err:
         raise store.unreachable(uri, err) from err
     tracker = Tracker(client, uri, experiment_id, run.info.run_id, name)
+    if resumes and resumes.get("mlflow_run_id") and resumes.get("mlflow_uri") == uri:
+        _link_killed(client, resumes["mlflow_run_id"], tracker.run_id, experiment_id)
     where = store.run_url(uri, experiment_id, tracker.run_id) or f"{uri} (browse: mlflow ui --backend-store-uri {uri})"
     print(f"fcft: MLflow run {name} ({tracker.run_id}), experiment {t.experiment}: {where}", flush=True)
     return tracker
+
+
+def _link_killed(client, killed: str, run_id: str, experiment_id: str) -> None:
+    """The killed run's MLflow run ends KILLED (it was left RUNNING) and the resumed run names it; never raises."""
+    try:
+        if client.get_run(killed).info.status == "RUNNING":
+            client.set_terminated(killed, "KILLED")
+        client.set_tag(killed, "fcft.resumed_by_run_id", run_id)
+        client.set_tag(run_id, "fcft.resumes_run_id", killed)
+        note = f"Resumes run [{killed}](#/experiments/{experiment_id}/runs/{killed}), killed in this run directory."
+        before = client.get_run(run_id).data.tags.get("mlflow.note.content")
+        client.set_tag(run_id, "mlflow.note.content", f"{before}\n\n{note}" if before else note)
+    except Exception as err:  # the store lost the old run, or refuses: the new run goes on
+        log.warning("MLflow: the killed run %s was not linked to %s: %s", killed, run_id, err)
 
 
 def _run_tags(spec, run_dir: Path) -> dict:
