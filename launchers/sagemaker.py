@@ -42,7 +42,7 @@ from launchers.sagemaker_job import (
     source_root,
     staged,
 )
-from launchers.sagemaker_settings import check_settings
+from launchers.sagemaker_settings import GPUS, check_settings
 
 CALL_TRIES = 5  # tries of one AWS call on transient errors
 QUOTA_WAIT_S = 300  # the longest wait between tries when the account's instance quota is in use
@@ -115,6 +115,13 @@ class SageMakerLauncher:
                 f"compute.strategy 'none' runs one; pick a compute preset with strategy ddp or zero3 "
                 "(compute=ml.g5.12xlarge, ...), or launcher.instance_count=1"
             )
+        gpus = GPUS.get(self.instance_type)
+        if gpus is not None and c.num_processes is not None and c.num_processes > gpus and c.accelerator != "cpu":
+            raise SpecError(
+                f"compute.num_processes: {c.num_processes} processes per machine, and {self.instance_type} has "
+                f"{gpus} GPU{'s' if gpus > 1 else ''}: set compute.num_processes={gpus} or null (one per GPU), or "
+                "pick a larger instance type"
+            )
         if spec.trains and c.num_processes is not None:
             spec.method.accumulation_steps(c.num_processes * self.instance_count)  # the global batch must divide
         if c.checkpoint_dir is not None:
@@ -149,9 +156,12 @@ class SageMakerLauncher:
         """Upload the inputs and create the training job; never waits. Writes the job's record into run_dir."""
         session = aws.sagemaker_session(self.region, self.bucket)
         request: dict = {}
-        session.boto_session.events.register(
-            "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: request.update(params)
-        )
+
+        def checked(params, **_):  # the request as botocore is about to send it, held to SageMaker's API model
+            aws.validate_request(params)
+            request.update(params)
+
+        session.boto_session.events.register("provide-client-params.sagemaker.CreateTrainingJob", checked)
         self._wait_for_a_slot(Path(run_dir))
         staging = self._staged(spec, Path(run_dir), session)
         with aws.aws_refusals("submit the job"), staging as (job, channels):
@@ -305,7 +315,7 @@ class SageMakerLauncher:
         """((the code directory, the job's spec), the input channels) for `spec`, staged meanwhile (local inputs
         uploaded once per content, unless `upload` is false: a dry run); the SDK's logging quieted."""
         given = inputs(spec)
-        job_spec = job_spec_for(spec, given)
+        job_spec = job_spec_for(spec, given, self.use_spot)
 
         def place(value: str) -> str:
             if "://" in value:
@@ -358,7 +368,9 @@ class SageMakerLauncher:
             ),
             checkpoint_config=CheckpointConfig(
                 s3_uri=f"{root}/checkpoints", local_path=job_spec.compute.checkpoint_dir
-            ),
+            )
+            if job_spec.compute.checkpoint_dir
+            else None,
             output_data_config=OutputDataConfig(s3_output_path=root, compression_type="GZIP"),
             environment=self._environment(job_spec),
             hyperparameters=hyperparameters(spec),

@@ -80,6 +80,9 @@ def inputs(spec: RunSpec) -> dict[str, str]:
         value = getattr(getattr(spec, group), key, None)
         if value is not None:
             found[channel] = value
+    record = rundir.RunDir(found["init_from"]).job() if "://" not in found.get("init_from", "://") else None
+    if record and record.get("model_artifacts"):  # a SageMaker run: its model.tar.gz in S3, not its local copy
+        found["init_from"] = record["model_artifacts"]
     return found
 
 
@@ -94,7 +97,13 @@ def job_path(channel: str, value: str) -> str:
     return where if Path(value).is_dir() else f"{where}/{Path(value).name}"
 
 
-def job_spec_for(spec: RunSpec, given: dict[str, str]) -> RunSpec:
+def checkpointing(spec: RunSpec, use_spot: bool) -> bool:
+    """Whether the job checkpoints (to its directory synced to S3): where it pays, a spot job that may be
+    interrupted and restarted, or a spec that asks for it (compute.checkpoint_steps set)."""
+    return use_spot or spec.compute.checkpoint_steps is not None
+
+
+def job_spec_for(spec: RunSpec, given: dict[str, str], use_spot: bool = False) -> RunSpec:
     """The spec as it runs in the job: its `given` inputs read from their channels, checkpoints to the synced
     directory, the worker run in place (the job itself is the machine), and MLflow tracking only to a store
     the job can reach (else the run is recorded here at collection)."""
@@ -109,7 +118,9 @@ def job_spec_for(spec: RunSpec, given: dict[str, str]) -> RunSpec:
         tracking = NoTracking()
     return spec.replace(
         **{group: dataclasses.replace(getattr(spec, group), **values) for group, values in changes.items()},
-        compute=dataclasses.replace(spec.compute, checkpoint_dir=f"{JOB_ROOT}/checkpoints"),
+        compute=dataclasses.replace(
+            spec.compute, checkpoint_dir=f"{JOB_ROOT}/checkpoints" if checkpointing(spec, use_spot) else None
+        ),
         launcher={"_target_": "launchers.local.LocalLauncher"},
         tracking=tracking,
     )

@@ -9,6 +9,29 @@ from fcft import rundir
 from fcft.spec import SpecError
 from launchers.sagemaker_job import MASKED_WORDS
 
+# GPUs per instance of the SageMaker instance types fcft's presets and their neighbours use (AWS's instance pages);
+# a type not listed is not checked.
+GPUS = {
+    **{f"ml.g5.{size}": 1 for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
+    "ml.g5.12xlarge": 4,
+    "ml.g5.24xlarge": 4,
+    "ml.g5.48xlarge": 8,
+    **{f"ml.g6.{size}": 1 for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
+    "ml.g6.12xlarge": 4,
+    "ml.g6.24xlarge": 4,
+    "ml.g6.48xlarge": 8,
+    **{f"ml.g4dn.{size}": 1 for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
+    "ml.g4dn.12xlarge": 4,
+    "ml.p3.2xlarge": 1,
+    "ml.p3.8xlarge": 4,
+    "ml.p3.16xlarge": 8,
+    "ml.p3dn.24xlarge": 8,
+    "ml.p4d.24xlarge": 8,
+    "ml.p4de.24xlarge": 8,
+    "ml.p5.48xlarge": 8,
+    "ml.p5e.48xlarge": 8,
+    "ml.p5en.48xlarge": 8,
+}
 FETCH = ("all", "metrics", "none")  # which archive collect() fetches: model.tar.gz, output.tar.gz, or neither
 MAX_RUNTIME_S = 28 * 24 * 3600  # SageMaker's limit for a training job
 

@@ -386,7 +386,7 @@ def test_cli_submits_one_job_to_the_endpoint(moto_server, tmp_path):
     assert job["ResourceConfig"]["InstanceType"] == "ml.p4d.24xlarge" and job["ResourceConfig"]["InstanceCount"] == 1
     assert {c["ChannelName"] for c in job["InputDataConfig"]} == {"train", "pref", "test", "code", "sm_drivers"}
     assert job["HyperParameters"]["fcft_spec"] == "/opt/ml/input/data/code/fcft_job/spec.yaml"
-    assert job["CheckpointConfig"]["S3Uri"].endswith("/checkpoints")
+    assert "CheckpointConfig" not in job, "a job checkpoints where it pays: spot, or compute.checkpoint_steps set"
     record = rundir.RunDir(tmp_path).job()
     assert record["job_name"] == summary["TrainingJobName"]
     assert f"python -m fcft.runs {tmp_path}" in result.stdout

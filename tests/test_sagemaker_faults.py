@@ -309,3 +309,43 @@ def test_the_entry_unpacks_an_init_from_archive_where_the_jobs_spec_expects_it(t
     sagemaker_entry.unpack_init_from()
     unpacked = tmp_path / "opt" / "ml" / "init_from"
     assert (unpacked / rundir.SPEC).is_file() and (unpacked / rundir.MODEL / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, machine, expected",
+    [
+        (
+            ("compute=ml.p4d.24xlarge", "launcher.instance_count=2", "compute.num_processes=8"),
+            "algo-2",
+            [
+                "--config_file",
+                "deepspeed_zero3.yaml",
+                "--num_processes 16",
+                "--num_machines 2",
+                "--machine_rank 1",
+                "--main_process_ip algo-1",
+                "--mixed_precision no",
+            ],
+        ),
+        (("compute=ml.g5.2xlarge", "tuning=qlora"), "algo-1", []),
+    ],
+)
+def test_the_entry_launches_the_worker_as_the_spec_and_machines_say(
+    tmp_path, monkeypatch, overrides, machine, expected
+):
+    from launchers import sagemaker_entry
+
+    spec = sagemaker_spec(*overrides)
+    job_spec = sagemaker_job.job_spec_for(spec, {})  # its inputs where they lie here
+    spec_path = run_spec.save(job_spec, tmp_path / "spec.yaml")
+    config = tmp_path / "input" / "config"
+    hosts = [f"algo-{i + 1}" for i in range(spec.launcher.get("instance_count", 1))]  # as SageMaker writes it
+    rundir.write_json(config / "resourceconfig.json", {"current_host": machine, "hosts": hosts})
+    monkeypatch.setattr(sagemaker_entry, "CONFIG_DIR", config)
+    command, where = sagemaker_entry.plan(spec_path)
+    text = " ".join(command)
+    assert text.endswith(f"-m fcft.worker {spec_path} --run-dir {sagemaker_entry.MODEL_DIR}")
+    for part in expected:
+        assert part in text, (part, text)
+    if not expected:  # one process: the worker itself, no accelerate
+        assert "accelerate" not in text

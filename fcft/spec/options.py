@@ -252,10 +252,12 @@ class ComputeSpec:
     accelerator: Accelerator = Accelerator.auto
     num_processes: Optional[int] = 1  # processes per machine; null = one per GPU, counted where the run executes
     strategy: Strategy = Strategy.none
-    # Checkpoints: the trainer saves one every checkpoint_steps into checkpoint_dir, and a run that finds
+    # Checkpoints: the trainer saves one every checkpoint_steps (null: 200) into checkpoint_dir, and a run that finds
     # checkpoints there resumes from the latest (an interrupted local run).
     checkpoint_dir: Optional[str] = None
-    checkpoint_steps: int = 200
+    # On SageMaker the job's checkpoint directory is synced to S3: null checkpoints spot jobs only (they may be
+    # interrupted and restarted), a number checkpoints every job that often.
+    checkpoint_steps: Optional[int] = None
 
     def check(self) -> None:
         if self.num_processes is not None and self.num_processes < 1:
@@ -266,7 +268,7 @@ class ComputeSpec:
                 f"'none' runs one process but compute.num_processes is {self.num_processes or 'null'}; pick "
                 "compute.strategy=ddp or zero3 for several processes, or set compute.num_processes=1",
             )
-        if self.checkpoint_steps < 1:
+        if self.checkpoint_steps is not None and self.checkpoint_steps < 1:
             fail("compute.checkpoint_steps", f"must be >= 1, got {self.checkpoint_steps}")
 
 

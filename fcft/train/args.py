@@ -32,6 +32,8 @@ TRAINING_FILES = re.compile(
     r"|zero_to_fp32\.py|global_step\d+)"
 )
 
+DEFAULT_CHECKPOINT_STEPS = 200  # compute.checkpoint_steps null, with compute.checkpoint_dir set
+
 
 def common_args(spec, output_dir: Path, device: str) -> dict:
     """Keyword arguments for any TRL `*Config` (a `transformers.TrainingArguments` subclass).
@@ -60,7 +62,7 @@ def common_args(spec, output_dir: Path, device: str) -> dict:
         fp16=spec.model.dtype == "float16",
         use_cpu=device == "cpu",
         save_strategy="steps" if checkpoints else "no",
-        save_steps=spec.compute.checkpoint_steps,
+        save_steps=spec.compute.checkpoint_steps or DEFAULT_CHECKPOINT_STEPS,
         save_total_limit=2,  # the newest, and the one before it in case the newest was cut off mid-write
         ddp_find_unused_parameters=False,  # every trained parameter takes part in the forward pass
         report_to="none",
