@@ -349,3 +349,12 @@ def test_the_entry_launches_the_worker_as_the_spec_and_machines_say(
         assert part in text, (part, text)
     if not expected:  # one process: the worker itself, no accelerate
         assert "accelerate" not in text
+
+
+def test_a_request_sagemaker_would_refuse_is_refused_before_it_is_sent(tmp_path):
+    import boto3
+
+    with moto.mock_aws():
+        with pytest.raises(run_spec.SpecError, match=r"Environment.LONG: 600 characters, at most 512"):
+            submitted(tmp_path, "+launcher.environment.LONG=" + "x" * 600)
+        assert boto3.client("sagemaker", region_name=REGION).list_training_jobs()["TrainingJobSummaries"] == []
