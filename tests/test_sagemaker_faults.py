@@ -358,3 +358,13 @@ def test_a_request_sagemaker_would_refuse_is_refused_before_it_is_sent(tmp_path)
         with pytest.raises(run_spec.SpecError, match=r"Environment.LONG: 600 characters, at most 512"):
             submitted(tmp_path, "+launcher.environment.LONG=" + "x" * 600)
         assert boto3.client("sagemaker", region_name=REGION).list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_a_local_spectrum_file_reaches_the_job_as_a_channel(tmp_path):
+    patterns = tmp_path / "unfrozen.yaml"
+    patterns.write_text("unfrozen_parameters:\n- ^lm_head.weight$\n")
+    spec = sagemaker_spec("compute=ml.g5.2xlarge", "tuning=spectrum", f"tuning.spectrum_file={patterns}")
+    given = sagemaker_job.inputs(spec)
+    assert given["spectrum"] == str(patterns)
+    job_spec = sagemaker_job.job_spec_for(spec, given)
+    assert job_spec.tuning.spectrum_file == f"{sagemaker_job.JOB_ROOT}/input/data/spectrum/unfrozen.yaml"

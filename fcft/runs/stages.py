@@ -71,6 +71,7 @@ def run(
     )
     finished: dict[str, Path] = {}
     score = None
+    started_from = {stage.init_from for stage in stages if stage.init_from}
     for stage in stages:
         stage_dir = job_dir / stage.name
         stage_overrides = [*stage.overrides, *overrides]
@@ -95,6 +96,11 @@ def run(
                 }
                 cfg.tracking.tags = tags
             spec, launcher = prepare(cfg)
+            if stage.name in started_from and getattr(launcher, "wait", True) is False:
+                raise run_spec.SpecError(
+                    f"launcher.wait: stage '{stage.name}' is where a later stage starts from, so it must finish "
+                    "first: drop launcher.wait=false (a remote stage is waited for, then the next one submitted)"
+                )
             if rundir.RunDir(stage_dir).finished and rundir.same_spec(stage_dir / rundir.SPEC, spec.to_dict()):
                 print(f"fcft: stage {stage.name} finished in an earlier start of this job; kept", flush=True)
                 metrics = rundir.RunDir(stage_dir).metrics()
