@@ -105,6 +105,10 @@ def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: t
         set_seed(spec.method.seed)
     device = models.device_for(spec.compute.accelerator)
     model, tokenizer = models.load(spec, device)  # method.init_from: a previous run's weights and tokenizer
+    if method.trains and spec.eval.enabled and spec.eval.baseline and distributed.is_main():
+        from fcft.eval.mcq import evaluate_rows  # the starting model on the same rows, to compare with
+
+        metrics["eval_base"], _, _ = evaluate_rows(model, tokenizer, test_rows.rows, eval_format, spec.eval)
 
     if method.trains:
         dataset = method.dataset(train_rows.rows, train_format, tokenizer, spec.model.max_length)
@@ -134,27 +138,16 @@ def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: t
 
 
 def _evaluate(spec: RunSpec, model, tokenizer, rows: list[dict], eval_format, run_dir: Path) -> dict:
-    from fcft.data.prepare import mcq_item
-    from fcft.eval.mcq import evaluate, requests
+    from fcft.eval.mcq import evaluate_rows, requests
     from fcft.report import plots
 
-    e = spec.eval
-    items = [mcq_item(row, eval_format) for row in rows]
-    if e.write_requests:
+    block, samples, items = evaluate_rows(model, tokenizer, rows, eval_format, spec.eval)
+    if spec.eval.write_requests:
         rundir.write_jsonl(run_dir / rundir.REQUESTS, requests(items))
-    eval_metrics, samples = evaluate(
-        model,
-        tokenizer,
-        items,
-        batch_size=e.batch_size,
-        backend=str(e.backend),
-        resamples=e.bootstrap_resamples,
-        seed=e.bootstrap_seed,
-    )
     rundir.write_jsonl(run_dir / rundir.SAMPLES, samples)
-    title = f"{spec.model.name} {spec.method.name}: acc {eval_metrics['acc']:.3f} (n={eval_metrics['n']})"
-    plots.confusion(eval_metrics["confusion"], run_dir / rundir.CONFUSION, title=title)
-    return {**eval_metrics, "format": eval_format.name, "backend": str(e.backend)}
+    title = f"{spec.model.name} {spec.method.name}: acc {block['acc']:.3f} (n={block['n']})"
+    plots.confusion(block["confusion"], run_dir / rundir.CONFUSION, title=title)
+    return block
 
 
 def _train_summary(state, clock, processes: int, global_batch_size: int) -> dict:
@@ -223,7 +216,13 @@ def metrics_table(metrics: dict) -> str:
         ("train loss", f"{train['loss']:.4f}" if train.get("loss") is not None else ""),
         ("train steps", str(train.get("steps") or "")),
     ]
-    rows += [(f"eval {metric.key}", metric.show(ev)) for metric in METRICS]
+    base = metrics.get("eval_base")
+    if base:  # eval.baseline: the starting model's score beside the trained one's
+        width = max(len(metric.show(base)) for metric in METRICS)
+        rows += [("eval", f"{'base'.ljust(width)}  trained")]
+        rows += [(f"eval {m.key}", f"{m.show(base).ljust(width)}  {m.show(ev)}".rstrip()) for m in METRICS]
+    else:
+        rows += [(f"eval {metric.key}", metric.show(ev)) for metric in METRICS]
     rows += [("eval format", ev.get("format") or "")]
     shown = [(name, value) for name, value in rows if value]
     width = max((len(name) for name, _ in shown), default=0)

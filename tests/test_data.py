@@ -27,7 +27,7 @@ def test_sample_parts_load_with_all_categories():
     sft = load_part(_data(train_path=SAMPLE_DIR / "train_sft.jsonl"), "train_sft")
     pref = load_part(_data(pref_path=SAMPLE_DIR / "train_pref.jsonl"), "train_pref")
     test = load_part(_data(test_path=SAMPLE_DIR / "test.jsonl"), "test")
-    assert (len(sft.rows), len(pref.rows), len(test.rows)) == (320, 160, 48)
+    assert (len(sft.rows), len(pref.rows), len(test.rows)) == (480, 160, 48)
     assert any("<TOOLCALL>" in r["answer"] for r in sft.rows)
     assert {r["correct_answer"] for r in test.rows} == {"tool_call", "request_for_info", "cannot_answer"}
     assert all(isinstance(t, str) for part in (sft, pref, test) for r in part.rows for t in r["tools"])

@@ -9,6 +9,16 @@ Writes the three parts of When2Call in the hub's own schemas:
                     request_for_info, cannot_answer}, target_tool, tools (list of JSON strings), orig_tools,
                     orig_question, held_out_param
 The same seed always gives the same bytes, so the files in git are reproducible from this script.
+
+The right answer follows from the question and the tools, so the tiny model can learn it (fcft's embedded
+default shows the score rising, tests/test_learning.py asserts it):
+- tool_call: the question fills every required parameter of an offered tool; the call carries exactly the
+  values the question names (one word or a short phrase each, no digits: digits tokenize one by one);
+- request_for_info: a vaguer question about an offered tool that leaves out one required parameter, always
+  the same one for that wording, and the answer asks for it;
+- cannot_answer: a request no catalogued tool serves (the tools offered, if any, are unrelated).
+Rows offer one or two tools, so prompts stay short. Test rows are held out: no test row has the question and
+set of tools of any training row (SFT or preference); `generate` skips such candidates.
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ from pathlib import Path
 
 from fcft.data import SAMPLE_DIR
 
-SIZES = {"train_sft": 320, "train_pref": 160, "test": 48}
+SIZES = {"train_sft": 480, "train_pref": 160, "test": 48}
 CATEGORIES = ("tool_call", "request_for_info", "cannot_answer")
+PARALLEL_SHARE = 0.1  # tool_call training rows that ask for two calls of the same tool
 
 
 def _tool(name, description, required, **properties):
@@ -37,8 +48,9 @@ def _param(kind, description, **extra):
     return {"type": kind, "description": description, **extra}
 
 
-# Each entry: the tool, slot values for its parameters, question templates (one per phrasing), a
-# hallucinated direct answer, and a question for each required parameter when it is held out.
+# Each entry: the tool, slot values for its parameters, question templates that fill every required
+# parameter ("ask"), vaguer templates each paired with the required parameter it leaves out ("vague"), a
+# hallucinated direct answer, and the question asking for each required parameter ("need").
 CATALOG = [
     {
         "tool": _tool(
@@ -49,62 +61,60 @@ CATALOG = [
             unit=_param("string", "Temperature unit.", enum=["celsius", "fahrenheit"], default="celsius"),
         ),
         "slots": {"city": ["Paris", "Lima", "Osaka", "Nairobi", "Oslo", "Denver"], "unit": ["celsius", "fahrenheit"]},
-        "ask": [
-            "What's the weather like in {city} right now?",
-            "Is it raining in {city}? Give me the weather in {unit}.",
-        ],
-        "vague": ["What's the weather like right now?", "Is it going to be cold today?"],
+        "ask": ["What's the weather like in {city} right now?", "Is it cold in {city}? Answer in {unit}."],
+        "vague": [("What's the weather like right now?", "city"), ("Is it cold outside? Answer in {unit}.", "city")],
         "direct": "It is currently 18 degrees and partly cloudy there.",
         "need": {"city": "Which city would you like the weather for?"},
     },
     {
         "tool": _tool(
             "book_flight",
-            "Books a one-way flight between two airports on a date.",
-            ["origin", "destination", "date"],
+            "Books a one-way flight between two airports on a day.",
+            ["origin", "destination", "day"],
             origin=_param("string", "IATA code of the departure airport, e.g. 'JFK'."),
             destination=_param("string", "IATA code of the arrival airport, e.g. 'LHR'."),
-            date=_param("string", "Departure date in YYYY-MM-DD format."),
+            day=_param("string", "Day of departure, e.g. 'Monday'."),
         ),
         "slots": {
             "origin": ["JFK", "SFO", "CDG", "NRT"],
             "destination": ["LHR", "FRA", "SYD", "GRU"],
-            "date": ["2025-03-14", "2025-07-02", "2025-11-20"],
+            "day": ["Monday", "Friday", "Sunday"],
         },
         "ask": [
-            "Book me a flight from {origin} to {destination} on {date}.",
-            "I need a one-way ticket {origin} to {destination}, leaving {date}.",
+            "Book me a flight from {origin} to {destination} on {day}.",
+            "I need a ticket {origin} to {destination}, leaving {day}.",
         ],
-        "vague": ["Book me a flight to {destination}, please.", "Can you get me a plane ticket from {origin}?"],
+        "vague": [
+            ("Book me a flight to {destination} on {day}, please.", "origin"),
+            ("Get me a plane ticket from {origin} to {destination}.", "day"),
+        ],
         "direct": "Your flight is booked: seat 14C, confirmation code QX7P2.",
         "need": {
             "origin": "Which airport will you be departing from?",
-            "date": "On which date would you like to fly?",
+            "day": "On which day would you like to fly?",
         },
     },
     {
         "tool": _tool(
-            "convert_currency",
-            "Converts an amount of money from one currency to another.",
-            ["amount", "from_currency", "to_currency"],
-            amount=_param("float", "The amount of money to convert."),
+            "get_exchange_rate",
+            "Returns the exchange rate between two currencies.",
+            ["from_currency", "to_currency"],
             from_currency=_param("string", "Three-letter code of the source currency."),
             to_currency=_param("string", "Three-letter code of the target currency."),
         ),
-        "slots": {
-            "amount": [20, 150.5, 1000, 75],
-            "from_currency": ["USD", "EUR", "JPY"],
-            "to_currency": ["GBP", "INR", "CAD"],
-        },
+        "slots": {"from_currency": ["USD", "EUR", "JPY"], "to_currency": ["GBP", "INR", "CAD"]},
         "ask": [
-            "How much is {amount} {from_currency} in {to_currency}?",
-            "Convert {amount} {from_currency} to {to_currency} for me.",
+            "What is the exchange rate from {from_currency} to {to_currency}?",
+            "How many {to_currency} do I get for one {from_currency}?",
         ],
-        "vague": ["How much is that in {to_currency}?", "Convert {amount} dollars, please."],
-        "direct": "That comes to about 92.40 at today's rate.",
+        "vague": [
+            ("What is the exchange rate into {to_currency} today?", "from_currency"),
+            ("How much is one {from_currency} worth?", "to_currency"),
+        ],
+        "direct": "One unit buys about 0.79 of the other today.",
         "need": {
-            "amount": "How much money would you like to convert?",
-            "to_currency": "Which currency would you like to convert it into?",
+            "from_currency": "Which currency are you converting from?",
+            "to_currency": "Which currency would you like to convert into?",
         },
     },
     {
@@ -117,7 +127,10 @@ CATALOG = [
         ),
         "slots": {"symbol": ["AAPL", "NVDA", "AMZN", "TSLA"], "exchange": ["NASDAQ", "NYSE"]},
         "ask": ["What is {symbol} trading at?", "Give me the latest price of {symbol} on the {exchange}."],
-        "vague": ["How is my favourite stock doing today?", "What's the share price right now?"],
+        "vague": [
+            ("How is my favourite stock doing today?", "symbol"),
+            ("What's the share price on the {exchange} right now?", "symbol"),
+        ],
         "direct": "It is trading at 187.32, up 1.4% today.",
         "need": {"symbol": "Which stock ticker would you like the price for?"},
     },
@@ -130,11 +143,14 @@ CATALOG = [
             target_language=_param("string", "The language to translate into, e.g. 'Spanish'."),
         ),
         "slots": {
-            "text": ["good morning", "where is the station?", "thank you very much"],
+            "text": ["good morning", "thank you", "where is the station"],
             "target_language": ["Spanish", "German", "Japanese"],
         },
         "ask": ["Translate '{text}' into {target_language}.", "How do I say '{text}' in {target_language}?"],
-        "vague": ["Translate this into {target_language} for me.", "Can you translate '{text}'?"],
+        "vague": [
+            ("Translate this into {target_language} for me.", "text"),
+            ("Can you translate '{text}'?", "target_language"),
+        ],
         "direct": "That would be: 'buenos dias'.",
         "need": {
             "text": "What text would you like me to translate?",
@@ -143,17 +159,17 @@ CATALOG = [
     },
     {
         "tool": _tool(
-            "set_alarm",
-            "Sets an alarm at a time with an optional label.",
-            ["time"],
-            time=_param("string", "Alarm time in 24-hour HH:MM format."),
-            label=_param("string", "A label for the alarm.", default="Alarm"),
+            "set_reminder",
+            "Sets a reminder for a task, optionally on a given day.",
+            ["task"],
+            task=_param("string", "What to be reminded of."),
+            day=_param("string", "Day of the reminder.", default="today"),
         ),
-        "slots": {"time": ["06:30", "07:15", "21:00"], "label": ["gym", "meds", "meeting"]},
-        "ask": ["Set an alarm for {time}.", "Wake me up at {time} with the label {label}."],
-        "vague": ["Set an alarm for me.", "Can you add a {label} alarm?"],
-        "direct": "Done, your alarm is set.",
-        "need": {"time": "What time should the alarm go off (HH:MM)?"},
+        "slots": {"task": ["buy milk", "call the dentist", "water the plants"], "day": ["Monday", "Saturday"]},
+        "ask": ["Remind me to {task}.", "Set a reminder to {task} on {day}."],
+        "vague": [("Set a reminder for me.", "task"), ("Remind me about something on {day}.", "task")],
+        "direct": "Done, I will remind you.",
+        "need": {"task": "What should I remind you about?"},
     },
     {
         "tool": _tool(
@@ -165,45 +181,36 @@ CATALOG = [
         ),
         "slots": {"city": ["Rome", "Austin", "Seoul", "Lisbon"], "cuisine": ["Thai", "Mexican", "vegan"]},
         "ask": ["Find me a {cuisine} restaurant in {city}.", "Where can I eat in {city}?"],
-        "vague": ["Find me a good {cuisine} place nearby.", "I'm hungry, where should I eat?"],
+        "vague": [("Find me a good {cuisine} place nearby.", "city"), ("I'm hungry, where should I eat?", "city")],
         "direct": "Try Casa Verde on Main Street, it has great reviews.",
         "need": {"city": "In which city should I look for restaurants?"},
     },
     {
         "tool": _tool(
-            "send_email",
-            "Sends an email.",
-            ["to", "subject", "body"],
-            to=_param("string", "Recipient email address."),
-            subject=_param("string", "Subject line."),
-            body=_param("string", "Body text of the email."),
+            "send_message",
+            "Sends a text message to a contact.",
+            ["contact", "text"],
+            contact=_param("string", "Name of the contact."),
+            text=_param("string", "The message text."),
         ),
-        "slots": {
-            "to": ["ana@example.com", "team@example.org"],
-            "subject": ["Lunch", "Report"],
-            "body": ["See you at noon.", "The report is attached."],
-        },
-        "ask": ["Email {to} with subject '{subject}' saying '{body}'.", "Send '{body}' to {to}, subject {subject}."],
-        "vague": ["Send an email to {to}.", "Email the team about the {subject}."],
-        "direct": "I've sent the email for you.",
-        "need": {"body": "What should the email say?", "subject": "What subject line should I use?"},
+        "slots": {"contact": ["Anna", "Ben", "Carlos"], "text": ["running late", "see you soon", "happy birthday"]},
+        "ask": ["Text {contact} saying '{text}'.", "Send '{text}' to {contact}."],
+        "vague": [("Send a message to {contact}.", "text"), ("Text '{text}' to my friend.", "contact")],
+        "direct": "I've sent the message for you.",
+        "need": {"text": "What should the message say?", "contact": "Who should I send it to?"},
     },
     {
         "tool": _tool(
-            "calculate_bmi",
-            "Computes body mass index from weight and height.",
-            ["weight_kg", "height_m"],
-            weight_kg=_param("float", "Body weight in kilograms."),
-            height_m=_param("float", "Height in metres."),
+            "get_definition",
+            "Looks up the definition of an English word.",
+            ["word"],
+            word=_param("string", "The word to define."),
         ),
-        "slots": {"weight_kg": [58, 72.5, 90], "height_m": [1.62, 1.75, 1.9]},
-        "ask": [
-            "What's the BMI for {weight_kg} kg and {height_m} m?",
-            "I weigh {weight_kg} kg and I'm {height_m} m tall. What's my BMI?",
-        ],
-        "vague": ["What's my BMI? I weigh {weight_kg} kg.", "Can you work out my body mass index?"],
-        "direct": "Your BMI is 23.1, which is in the healthy range.",
-        "need": {"height_m": "How tall are you, in metres?"},
+        "slots": {"word": ["serendipity", "ephemeral", "ubiquitous", "gregarious"]},
+        "ask": ["What does '{word}' mean?", "Define the word {word}."],
+        "vague": [("What does this word mean?", "word"), ("Can you define a word for me?", "word")],
+        "direct": "It means a happy accident, something good found by chance.",
+        "need": {"word": "Which word would you like defined?"},
     },
     {
         "tool": _tool(
@@ -213,9 +220,9 @@ CATALOG = [
             track=_param("string", "Title of the song."),
             artist=_param("string", "Name of the artist.", default="any"),
         ),
-        "slots": {"track": ["Yellow", "Hurt", "Clocks"], "artist": ["Coldplay", "Johnny Cash"]},
+        "slots": {"track": ["Yellow", "Hurt", "Clocks"], "artist": ["Coldplay", "Adele"]},
         "ask": ["Play {track} by {artist}.", "Put on the song {track}."],
-        "vague": ["Play something by {artist}.", "Play me a song."],
+        "vague": [("Play something by {artist}.", "track"), ("Play me a song.", "track")],
         "direct": "Now playing your song.",
         "need": {"track": "Which song would you like me to play?"},
     },
@@ -233,46 +240,45 @@ OUT_OF_SCOPE = [
     ("Check my bank balance.", "Your balance is 2,314.55."),
 ]
 
-CANNOT = [
-    "I'm sorry, but I can't help with that: none of the available tools can do it.",
-    "I apologize, but I don't have a tool that can handle that request.",
-    "Sorry, that is outside what I am able to do with the tools I have.",
+CANNOT = [  # short: a length-normalised score (acc_norm) then weighs the choice of answer, not its wording
+    "Sorry, I can't help with that.",
+    "I'm afraid I can't do that.",
+    "None of my tools can do that.",
 ]
 
 
-def _fill(rng: random.Random, template: str, slots: dict) -> tuple[str, dict]:
-    values = {name: rng.choice(options) for name, options in slots.items()}
-    return template.format(**values), values
+def _slots(template: str, entry: dict) -> list[str]:
+    """The parameters a template names, in the tool's parameter order."""
+    return [name for name in entry["tool"]["parameters"]["properties"] if "{" + name + "}" in template]
+
+
+def _call(rng: random.Random, entry: dict, template: str) -> tuple[str, dict]:
+    """A question from the template with its slots filled, and the call that answers it (exactly those slots)."""
+    values = {name: rng.choice(entry["slots"][name]) for name in _slots(template, entry)}
+    return template.format(**values), {"name": entry["tool"]["name"], "arguments": values}
 
 
 def _example(rng: random.Random, category: str) -> dict:
     """One When2Call-style example: tools offered, question, and the four candidate answers."""
     entry = rng.choice(CATALOG)
-    others = rng.sample([e for e in CATALOG if e is not entry], rng.randint(0, 3))
+    others = rng.sample([e for e in CATALOG if e is not entry], rng.randint(0, 1))
+    held_out = None
     if category == "cannot_answer":
         question, direct = rng.choice(OUT_OF_SCOPE)
-        tools = [e["tool"] for e in [entry, *others]][: rng.randint(0, 3)]
-        call_entry, call_args = entry, _fill(rng, entry["ask"][0], entry["slots"])[1]
-        target, held_out = None, None
+        tools = [e["tool"] for e in others]
+        call = _call(rng, entry, entry["ask"][0])[1]  # what a model that hallucinates a fit would call
+        target = None
         orig_question = question
     else:
-        template = rng.choice(entry["ask"])
-        question, values = _fill(rng, template, entry["slots"])
-        call_entry = entry
-        call_args = {name: values[name] for name in entry["slots"] if "{" + name + "}" in template}
+        orig_question, call = _call(rng, entry, rng.choice(entry["ask"]))
+        question = orig_question
         tools = [e["tool"] for e in [entry, *others]]
         rng.shuffle(tools)
-        target, held_out, orig_question, direct = entry["tool"], None, question, entry["direct"]
+        target, direct = entry["tool"], entry["direct"]
         if category == "request_for_info":
-            held_out = rng.choice(sorted(entry["need"]))
-            vague = [t for t in entry["vague"] if "{" + held_out + "}" not in t]
-            question = (rng.choice(vague) if vague else entry["vague"][0]).format(**values)
-    required = set(call_entry["tool"]["parameters"]["required"])
-    call_args = {k: v for k, v in call_args.items() if k in required or rng.random() < 0.7}
-    for name in required - set(call_args):
-        call_args[name] = rng.choice(call_entry["slots"][name])
-    call = {"name": call_entry["tool"]["name"], "arguments": call_args}
-    asks = call_entry["need"]
+            template, held_out = rng.choice(entry["vague"])
+            question = template.format(**{n: rng.choice(entry["slots"][n]) for n in _slots(template, entry)})
+    asks = entry["need"]
     return {
         "category": category,
         "question": question,
@@ -281,6 +287,7 @@ def _example(rng: random.Random, category: str) -> dict:
         "target_tool": target,
         "held_out_param": held_out,
         "calls": [call],
+        "entry": entry,
         "answers": {
             "direct": direct,
             "tool_call": json.dumps(call),
@@ -299,11 +306,11 @@ def _assistant_text(example: dict, category: str) -> str:
 def _sft_row(rng: random.Random) -> dict:
     category = rng.choice(CATEGORIES)
     ex = _example(rng, category)
-    if category == "tool_call" and rng.random() < 0.15:  # a parallel call: same tool, second slot value
-        second = _example(rng, "tool_call")
-        if second["calls"][0]["name"] in {t["name"] for t in ex["tools"]}:
-            ex["calls"].append(second["calls"][0])
-            ex["question"] += " Also: " + second["question"]
+    if category == "tool_call" and rng.random() < PARALLEL_SHARE:  # two calls of the same tool
+        question, call = _call(rng, ex["entry"], rng.choice(ex["entry"]["ask"]))
+        if call != ex["calls"][0]:
+            ex["calls"].append(call)
+            ex["question"] += " Also: " + question
     return {
         "tools": ex["tools"],
         "messages": [
@@ -325,9 +332,17 @@ def _pref_row(rng: random.Random) -> dict:
     }
 
 
-def _test_row(rng: random.Random, index: int) -> dict:
+def _test_row(rng: random.Random, index: int, seen: set) -> dict:
+    """Test row `index`, its category cycling through CATEGORIES; drawn again until its question and tools
+    are no training row's."""
     category = CATEGORIES[index % len(CATEGORIES)]
     ex = _example(rng, category)
+    for _ in range(10_000):
+        if row_key(ex["question"], ex["tools"]) not in seen:
+            break
+        ex = _example(rng, category)
+    else:
+        raise RuntimeError(f"no held-out {category} test row left: the training parts hold them all; shrink SIZES")
     return {
         "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "source": "fcft sample",
@@ -343,13 +358,32 @@ def _test_row(rng: random.Random, index: int) -> dict:
     }
 
 
-def generate(seed: int = 0) -> dict[str, list[dict]]:
-    """All three parts, each from its own seeded stream so resizing one leaves the others unchanged."""
+def row_key(question: str, tools: list) -> tuple[str, frozenset]:
+    """What makes a row the same question: its text and the names of the tools it offers (in any order).
+    Tools are dicts (training parts) or JSON strings (test part)."""
+    return question, frozenset((json.loads(t) if isinstance(t, str) else t)["name"] for t in tools)
+
+
+def training_keys(parts: dict[str, list[dict]]) -> set:
+    """The row_key of every training row (SFT and preference)."""
     return {
+        row_key(row["messages"][0]["content"], row["tools"])
+        for part in ("train_sft", "train_pref")
+        for row in parts[part]
+    }
+
+
+def generate(seed: int = 0) -> dict[str, list[dict]]:
+    """All three parts, each from its own seeded stream so resizing one leaves the others unchanged
+    (the test part skips, besides, whatever the training parts hold)."""
+    parts = {
         "train_sft": [_sft_row(rng) for rng in [random.Random(f"{seed}-sft")] for _ in range(SIZES["train_sft"])],
         "train_pref": [_pref_row(rng) for rng in [random.Random(f"{seed}-pref")] for _ in range(SIZES["train_pref"])],
-        "test": [_test_row(rng, i) for rng in [random.Random(f"{seed}-test")] for i in range(SIZES["test"])],
     }
+    seen = training_keys(parts)
+    rng = random.Random(f"{seed}-test")
+    parts["test"] = [_test_row(rng, i, seen) for i in range(SIZES["test"])]
+    return parts
 
 
 def write(out_dir: Path = SAMPLE_DIR, seed: int = 0) -> None:

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 
 from fcft.data.formats import CATEGORIES
-from fcft.data.prepare import McqItem, split_tokens
+from fcft.data.prepare import McqItem, mcq_item, split_tokens
 from fcft.eval import metrics as mcq_metrics
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,17 @@ def evaluate(
     else:
         raise ValueError(f"unknown evaluation backend '{backend}'; valid: {', '.join(BACKENDS)}")
     return summarise(items, loglikelihoods, resamples, seed)
+
+
+def evaluate_rows(model, tokenizer, rows: list[dict], fmt, eval_spec) -> tuple[dict, list[dict], list[McqItem]]:
+    """(the eval block of metrics.json, the per-row samples, the items) for When2Call test rows, scored in format
+    `fmt` as `eval_spec` (the run spec's eval) says. The worker writes the files; `eval.baseline` keeps only the
+    block, of the starting model, as `eval_base`."""
+    e, items = eval_spec, [mcq_item(row, fmt) for row in rows]
+    metrics, samples = evaluate(
+        model, tokenizer, items, e.batch_size, str(e.backend), e.bootstrap_resamples, e.bootstrap_seed
+    )
+    return {**metrics, "format": fmt.name, "backend": str(e.backend)}, samples, items
 
 
 def summarise(items: list[McqItem], loglikelihoods: list[list[float]], resamples: int = 1000, seed: int = 0):

@@ -306,6 +306,9 @@ class EvalSpec:
     write_requests: bool = False  # also write eval/requests.jsonl: per row uuid, prompt, choices, gold index
     bootstrap_resamples: int = 1000  # row resamples behind the 95% intervals of acc_norm and macro_f1
     bootstrap_seed: int = 0
+    # Also score the starting model on the same rows before training: metrics.json's eval_base, printed beside
+    # the trained model's score (one more evaluation; on for the tiny model, conf/model_method/).
+    baseline: bool = False
 
     def check(self) -> None:
         if self.limit is not None and self.limit < 1:

@@ -119,7 +119,7 @@ class Tracker:
         self.log_history(history, logged)
         if metrics is not None:
             steps = (metrics.get("train") or {}).get("steps") or 0
-            evals = _eval_metrics(metrics.get("eval") or {})
+            evals = _eval_metrics(metrics)
             self._log_metrics({k: v for k, v in evals.items() if k not in run.data.metrics}, steps)
         self._log_files(run_dir)
         self.client.set_terminated(self.run_id, status)
@@ -132,7 +132,7 @@ class Tracker:
         steps = (metrics.get("train") or {}).get("steps") or 0
         parts = [(f"train metrics from step {self._unsent[0][1]}", self._send_unsent)] if self._unsent else []
         parts += [
-            ("eval metrics", lambda: self._log_metrics(_eval_metrics(metrics.get("eval") or {}), steps)),
+            ("eval metrics", lambda: self._log_metrics(_eval_metrics(metrics), steps)),
             ("artifacts", lambda: self._log_files(run_dir)),
             ("end (FINISHED)", lambda: self.client.set_terminated(self.run_id, "FINISHED")),
         ]
@@ -345,11 +345,18 @@ def _train_key(key: str) -> str:
     return key if key.startswith("train_") else f"train/{key}"
 
 
-def _eval_metrics(ev: dict) -> dict:
-    values = {f"eval/{metric.key}": ev.get(metric.key) for metric in METRICS}
-    for metric in METRICS:
-        if metric.interval and ev.get(metric.interval):
-            values[f"eval/{metric.interval}_low"], values[f"eval/{metric.interval}_high"] = ev[metric.interval]
+def _eval_metrics(metrics: dict) -> dict:
+    """eval/<key> (and <interval>_low/_high) for every metric of METRICS; eval_base/<key> likewise for the
+    starting model's score (eval.baseline)."""
+    values = {}
+    for block in ("eval", "eval_base"):
+        ev = metrics.get(block) or {}
+        values.update({f"{block}/{metric.key}": ev.get(metric.key) for metric in METRICS if metric.key in ev})
+        for metric in METRICS:
+            if metric.interval and ev.get(metric.interval):
+                values[f"{block}/{metric.interval}_low"], values[f"{block}/{metric.interval}_high"] = ev[
+                    metric.interval
+                ]
     return values
 
 
