@@ -88,9 +88,7 @@ def test_real_models_keep_their_hub_ids_and_recipe_values():
     cfg = compose("model=qwen3_0.6b")
     assert cfg.model.hub_id == "Qwen/Qwen3-0.6B" and cfg.model.dtype == "bfloat16" and cfg.model.max_length == 2048
     assert compose("model=llama3.2_3b").model.hub_id == "meta-llama/Llama-3.2-3B-Instruct"
-    method = compose(
-        "model=qwen3_0.6b", "method=sft"
-    ).method  # the recipe's (the tiny model has its own: conf/model_method)
+    method = compose("model=qwen3_0.6b", "method=sft").method  # the recipe's; the tiny model has its own
     assert (method.learning_rate, method.lr_scheduler_type, method.warmup_ratio) == (5e-5, "cosine", 0.1)
     assert (method.gradient_accumulation_steps, method.seed) == (2, 42)
 
