@@ -61,7 +61,9 @@ def test_a_failed_rerun_leaves_no_stale_results_and_no_start_for_init_from(tmp_p
 
     other = run_cli(*QUICK, "method.learning_rate=1e-3", f"hydra.run.dir={run_dir}")
     assert other.returncode == 2 and "overwrite=true" in other.stderr
-    assert rundir.RunDir(run_dir).finished and "learning_rate: 5.0e-05" in (run_dir / "spec.yaml").read_text()
+    assert (
+        rundir.RunDir(run_dir).finished and "learning_rate: 0.01" in (run_dir / "spec.yaml").read_text()
+    )  # the tiny sft
 
     bad = tmp_path / "test.jsonl"
     bad.write_text('{"uuid": "x"}\n')

@@ -2,13 +2,8 @@
 
     python -m fcft.data.make_sample            # rewrites fcft/data/sample/*.jsonl
 
-Writes the three parts of When2Call in the hub's own schemas:
-- train_sft.jsonl:  tools (list of dicts), messages [user, assistant]; tool calls as <TOOLCALL>[...]</TOOLCALL>
-- train_pref.jsonl: tools, messages [user], chosen_response, rejected_response (assistant message dicts)
-- test.jsonl:       uuid, source, source_id, question, correct_answer, answers{direct, tool_call,
-                    request_for_info, cannot_answer}, target_tool, tools (list of JSON strings), orig_tools,
-                    orig_question, held_out_param
-The same seed always gives the same bytes, so the files in git are reproducible from this script.
+Writes When2Call's three parts in the hub's own schemas (train_sft.jsonl, train_pref.jsonl, test.jsonl: see
+fcft/data/when2call.py); the same seed always gives the same bytes, so the files in git are reproducible.
 
 The right answer follows from the question and the tools, so the tiny model can learn it (fcft's embedded
 default shows the score rising, tests/test_learning.py asserts it):
