@@ -125,9 +125,15 @@ def precheck(argv: list[str]) -> list[str]:
     except HydraException:
         return kept  # Hydra says what is wrong with it
     multirun = any(a in ("-m", "--multirun") for a in kept)
+    known = (*run_spec.GROUPS, "experiment", "hydra")
     for override in parsed:
         key = override.key_or_group.lstrip("+")
         values = _values(override)
+        top = key.split(".", 1)[0].split("/", 1)[0]
+        if top not in known:  # Hydra would suggest `+key=`, which the spec then refuses
+            close = difflib.get_close_matches(top, known, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise run_spec.SpecError(f"{key}: unknown key{hint}; the config's groups are {', '.join(known)}")
         if key == "tracking.uri":
             for uri in values:
                 if _has_password(uri):

@@ -260,6 +260,7 @@ def test_a_spec_written_before_per_option_schemas_still_loads(tmp_path):
             "model: no option 'qwen3_06b' (did you mean 'qwen3_0.6b'?); options: llama3.2_3b, qwen3_0.6b",
         ),
         (["+method.foo=1"], "fcft: invalid config: method.foo: not a setting of method=sft"),
+        (["modle=tiny"], "fcft: invalid config: modle: unknown key (did you mean 'model'?)"),
         (
             ["compute=ml.g5.2xlarge"],
             "launcher.instance_type: not a setting of launcher=local; launcher=sagemaker takes it",
