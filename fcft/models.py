@@ -12,10 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
-
 from fcft import distributed, rundir
 from fcft.spec.options import ModelSpec
+from fcft.spec.upgrade import written
 
 
 def source_problem(model: ModelSpec) -> Optional[str]:
@@ -149,7 +148,7 @@ def init_from_problem(init_from: str, model: ModelSpec) -> Optional[str]:
     if (problem := rundir.RunDir(run).not_finished()) is not None:
         return f"{problem}; method.init_from takes a finished run"
     try:
-        previous = OmegaConf.load(run / rundir.SPEC).model.name
+        previous = written(run / rundir.SPEC).model.name
     except Exception as err:  # missing or broken spec.yaml
         return f"{run} has no readable spec.yaml ({type(err).__name__}): not a fcft run directory"
     if previous != model.name:
@@ -161,7 +160,7 @@ def _base_problem(run: Path) -> Optional[str]:
     """Why the weights under a run's adapter can't be reached (an adapter merges into them), or None."""
     if not (run / rundir.MODEL / "adapter_config.json").is_file():
         return None
-    previous = OmegaConf.load(run / rundir.SPEC)
+    previous = written(run / rundir.SPEC)
     parent = previous.method.get("init_from")
     if parent:
         if not _is_model_dir(Path(parent) / rundir.MODEL):
@@ -197,7 +196,7 @@ def _merged_adapter(run: Path, model: ModelSpec, device: str):
     """
     from peft import PeftModel
 
-    previous = OmegaConf.load(run / rundir.SPEC)
+    previous = written(run / rundir.SPEC)
     parent = previous.method.get("init_from")
     if parent:
         base = _run_weights(Path(parent), model, device)

@@ -92,10 +92,9 @@ def launcher_of_run(run_dir: Path) -> Launcher:
     """The launcher that started the run in run_dir, re-made from its spec.yaml (to poll or collect a job)."""
     from omegaconf import OmegaConf
 
-    from fcft.spec.upgrade import upgrade
+    from fcft.spec.upgrade import written
 
-    raw = upgrade(OmegaConf.to_container(OmegaConf.load(Path(run_dir) / rundir.SPEC), resolve=False))
-    return build(raw["launcher"])
+    return build(OmegaConf.to_container(written(Path(run_dir) / rundir.SPEC).launcher))
 
 
 def _check_keys(launcher_class: type, target: str, settings: dict) -> None:

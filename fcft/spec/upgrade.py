@@ -9,6 +9,16 @@ the instance settings to the SageMaker launcher's settings.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+
+def written(path: Path):
+    """A run's spec.yaml as it was written, in version 2 groups, unvalidated (an OmegaConf DictConfig): for reading
+    another run's record (its model, its init_from, its launcher) without validation's checks and I/O. OSError or a
+    YAML error when the file can't be read."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(upgrade(OmegaConf.to_container(OmegaConf.load(path), resolve=False)))
 
 
 def upgrade(raw: dict) -> dict:

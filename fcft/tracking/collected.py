@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
-
 from fcft import rundir
+from fcft.spec.upgrade import written
 from fcft.spec.uris import store_uri
 from fcft.tracking import store
 from fcft.tracking.run import Tracker, start
@@ -33,7 +32,7 @@ def record_collected(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     metrics = rundir.read_json(run_dir / rundir.METRICS)
     try:
-        spec = OmegaConf.load(run_dir / rundir.SPEC)
+        spec = written(run_dir / rundir.SPEC)
     except Exception:
         return
     if metrics is None or not store.tracking_on(spec.tracking):
@@ -54,7 +53,7 @@ def record(run_dir: Path, uri: Optional[str] = None) -> str:
     store can't be reached; ValueError when run_dir is no ended run's directory."""
     run_dir = Path(run_dir).absolute()
     try:
-        spec = OmegaConf.load(run_dir / rundir.SPEC)
+        spec = written(run_dir / rundir.SPEC)
     except Exception as err:
         raise ValueError(f"{run_dir} is no run directory: its {rundir.SPEC} can't be read ({err})") from err
     if not store.tracking_on(spec.tracking):
