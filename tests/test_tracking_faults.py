@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, compose, run_cli
+from test_tracking import SMALL
 
 from fcft import rundir, tracking
 from fcft import spec as run_spec
@@ -26,16 +27,8 @@ from fcft.tracking import store
 from fcft.tracking.run import Tracker
 
 REFUSED = "http://127.0.0.1:1"
-TRAIN = (
-    "compute=cpu",
-    "method.max_steps=10",
-    "method.logging_steps=1",
-    "method.per_device_train_batch_size=2",
-    "method.gradient_accumulation_steps=1",
-    "data.limit=8",
-    "eval.limit=4",
-    "eval.bootstrap_resamples=50",
-)
+# test_tracking's small run, with room (10 steps) to kill the server after the first logged one
+TRAIN = tuple("method.max_steps=10" if o.startswith("method.max_steps=") else o for o in SMALL)
 RETRY_S = 4  # FCFT_TRACKING_RETRY_S for the killed-server run (30 by default)
 
 
