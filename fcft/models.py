@@ -77,6 +77,8 @@ def load_tokenizer(model: ModelSpec, source: Optional[str] = None):
 
     source = source or resolve_source(model)
     tokenizer = AutoTokenizer.from_pretrained(source, revision=_revision(model, source))
+    if model.chat_template is not None:  # replaces the tokenizer's own; save_pretrained then writes it with the model
+        tokenizer.chat_template = Path(model.chat_template).read_text(encoding="utf-8")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -30,7 +30,7 @@ from pathlib import Path
 from fcft import distributed, models, rundir, tracking
 from fcft import spec as run_spec
 from fcft.data import formats
-from fcft.data.when2call import load_part
+from fcft.data.when2call import RowError, load_part
 from fcft.eval.metrics import METRICS
 from fcft.runs import jobs
 from fcft.spec import RunSpec
@@ -82,15 +82,14 @@ def _held(spec: RunSpec, run_dir: rundir.RunDir, main: bool) -> dict:
 def _rows(spec: RunSpec) -> tuple:
     """(training rows, test rows) of the run, each a when2call.Loaded or None; DataError naming file and row."""
     method = get_method(spec.method.name)
-    train_rows = load_part(spec.data, method.part, spec.data.limit) if method.trains else None
+    single_turn = None if spec.training_format == formats.CHAT_TEMPLATE else spec.training_format
+    train_rows = load_part(spec.data, method.part, spec.data.limit, single_turn) if method.trains else None
     test_rows = load_part(spec.data, "test", spec.eval.limit) if spec.eval.enabled else None
     return train_rows, test_rows
 
 
 def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: tuple) -> dict:
     method = get_method(spec.method.name)
-    train_format = formats.get(spec.training_format)
-    eval_format = formats.get(spec.eval_format)
     metrics: dict = {"train": {}, "eval": {}, "data": {}}
     train_rows, test_rows = rows
     for part, loaded in (("train", train_rows), ("test", test_rows)):
@@ -105,13 +104,17 @@ def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: t
         set_seed(spec.method.seed)
     device = models.device_for(spec.compute.accelerator)
     model, tokenizer = models.load(spec, device)  # method.init_from: a previous run's weights and tokenizer
+    train_format = formats.get(spec.training_format, tokenizer, spec.model.name)  # chat_template: this tokenizer's
+    eval_format = formats.get(spec.eval_format, tokenizer, spec.model.name)
     if method.trains and spec.eval.enabled and spec.eval.baseline and distributed.is_main():
         from fcft.eval.mcq import evaluate_rows  # the starting model on the same rows, to compare with
 
-        metrics["eval_base"], _, _ = evaluate_rows(model, tokenizer, test_rows.rows, eval_format, spec.eval)
+        with _located(test_rows):
+            metrics["eval_base"], _, _ = evaluate_rows(model, tokenizer, test_rows.rows, eval_format, spec.eval)
 
     if method.trains:
-        dataset = method.dataset(train_rows.rows, train_format, tokenizer, spec.model.max_length)
+        with _located(train_rows):
+            dataset = method.dataset(train_rows.rows, train_format, tokenizer, spec.model.max_length)
         clock = train_args.run_clock()
         callbacks = [clock] + ([tracker.callback()] if tracker is not None else [])
         try:
@@ -133,8 +136,18 @@ def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: t
             model = models.load_gathered(spec.model, device, run_dir / rundir.MODEL)
 
     if spec.eval.enabled and distributed.is_main():
-        metrics["eval"] = _evaluate(spec, model, tokenizer, test_rows.rows, eval_format, run_dir)
+        with _located(test_rows):
+            metrics["eval"] = _evaluate(spec, model, tokenizer, test_rows.rows, eval_format, run_dir)
     return metrics
+
+
+@contextlib.contextmanager
+def _located(loaded):
+    """A row the format can't render (RowError) named by its file and line."""
+    try:
+        yield
+    except RowError as err:
+        raise loaded.locate(err) from None
 
 
 def _evaluate(spec: RunSpec, model, tokenizer, rows: list[dict], eval_format, run_dir: Path) -> dict:

@@ -41,6 +41,7 @@ CHANNELS = {  # the spec's file settings, and the input channel each becomes
     ("data", "pref_path"): "pref",
     ("data", "test_path"): "test",
     ("model", "path"): "model",
+    ("model", "chat_template"): "template",
     ("method", "init_from"): "init_from",
     ("tuning", "spectrum_file"): "spectrum",
 }

@@ -130,7 +130,10 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
         ("method.max_steps=0", "method.max_steps: must be -1"),
         ("method.learning_rate=-1", "method.learning_rate: must be > 0"),
         ("model.dtype=float8", "model.dtype: 'float8' is not one of float32, bfloat16, float16"),
-        ("data.format=chatml", "data.format: unknown format 'chatml'; valid formats: blog, llama3_2, qwen2_5"),
+        (
+            "data.format=chatml",
+            "data.format: unknown format 'chatml'; valid formats: blog, chat_template, llama3_2, qwen2_5",
+        ),
         ("eval.format=chatml", "eval.format: unknown format 'chatml'"),
         ("tuning=lora tuning.lora_dropout=1.5", "tuning.lora_dropout: must be in [0, 1)"),
         ("method=none eval.enabled=false", "method=none only evaluates"),

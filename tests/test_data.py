@@ -28,7 +28,7 @@ def test_sample_parts_load_with_all_categories():
     pref = load_part(_data(pref_path=SAMPLE_DIR / "train_pref.jsonl"), "train_pref")
     test = load_part(_data(test_path=SAMPLE_DIR / "test.jsonl"), "test")
     assert (len(sft.rows), len(pref.rows), len(test.rows)) == (480, 160, 48)
-    assert any("<TOOLCALL>" in r["answer"] for r in sft.rows)
+    assert any(r["messages"][-1].get("tool_calls") for r in sft.rows)  # When2Call's <TOOLCALL> answers, as calls
     assert {r["correct_answer"] for r in test.rows} == {"tool_call", "request_for_info", "cannot_answer"}
     assert all(isinstance(t, str) for part in (sft, pref, test) for r in part.rows for t in r["tools"])
 
@@ -69,7 +69,7 @@ GOOD_TEST_ROW = json.loads((SAMPLE_DIR / "test.jsonl").read_text().splitlines()[
         ),
         (
             json.dumps({**GOOD_TEST_ROW, "tools": ['{"description": "no name"}']}),
-            "line 2: field 'tools[0]' must be a tool object with a 'name'",
+            "line 2: field 'tools[0]' must be a tool definition with a 'name'",
         ),
         ("[1, 2]", "line 2: expected a JSON object, got list"),
     ],
@@ -93,7 +93,7 @@ def _messages(user: str, assistant: str) -> list[dict]:
     [
         (
             {"tools": [], "messages": [{"role": "user", "content": "hi"}]},
-            "line 1: field 'messages' needs at least 2 messages, got 1",
+            "line 1: field 'messages' has no assistant message to train on",
         ),
         (
             {"tools": [], "messages": _messages("hi", '<TOOLCALL>[{"name": "f", "arguments": {]</TOOLCALL>')},
@@ -113,7 +113,7 @@ def _messages(user: str, assistant: str) -> list[dict]:
         ),
         (
             {"tools": [7], "messages": _messages("hi", "ok")},
-            "line 1: field 'tools[0]' must be a tool object with a 'name'",
+            "line 1: field 'tools[0]' must be a tool definition with a 'name'",
         ),
         ({"messages": _messages("hi", "ok")}, "line 1: missing field 'tools'"),
     ],
@@ -136,7 +136,7 @@ def test_bad_preference_rows_name_the_response(tmp_path):
     assert f"{path} row 1: field 'rejected_response.content': <TOOLCALL> content is not valid JSON" in str(err.value)
     skipped = load_part(_data(pref_path=path, on_bad_row="skip"), "train_pref")
     assert len(skipped.rows) == 1 and len(skipped.skipped) == 2
-    assert f"{path} row 2: field 'chosen_response' must be dict, got str" in skipped.skipped[1]
+    assert f"{path} row 2: field 'chosen_response' must be list or dict, got str" in skipped.skipped[1]
 
 
 def test_json_and_parquet_files_load(tmp_path):
@@ -166,7 +166,7 @@ def test_parquet_dict_tools_lose_arrows_null_fields(tmp_path):
         assert [json.loads(t) for t in row["tools"]] == original["tools"]  # same content (key order may differ)
     bad = pa.Table.from_pylist([{**rows[0], "messages": rows[0]["messages"][:1]}])
     pq.write_table(bad, tmp_path / "bad.parquet")
-    with pytest.raises(DataError, match=r"bad.parquet row 0: field 'messages' needs at least 2 messages"):
+    with pytest.raises(DataError, match=r"bad.parquet row 0: field 'messages' has no assistant message"):
         load_part(_data(train_path=tmp_path / "bad.parquet"), "train_sft")
 
 

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fcft.data import SAMPLE_DIR, formats
-from fcft.data.formats import canonical_json, parse_toolcall
+from fcft.data.formats import canonical_json
 from fcft.data.prepare import mcq_item, pref_example, sft_example, training_row
 from fcft.data.when2call import load_part
 
@@ -230,7 +230,9 @@ def test_training_and_evaluation_prompts_are_the_same_string(test_rows, name):
         trained = sft_example(training_row(row), fmt)
         assert trained["prompt"] == item.prompt
         assert trained["completion"] == item.choices[item.gold] + fmt.end_of_turn
-        pair = pref_example({**training_row(row), "chosen": training_row(row)["answer"], "rejected": "No."}, fmt)
+        question, answer = training_row(row)["messages"]
+        rejected = {"role": "assistant", "content": "No."}
+        pair = pref_example({"tools": row["tools"], "prompt": [question], "chosen": answer, "rejected": rejected}, fmt)
         assert pair == {"prompt": item.prompt, "chosen": trained["completion"], "rejected": "No." + fmt.end_of_turn}
 
 
@@ -247,7 +249,7 @@ def test_end_of_turn_is_the_formats_own():
 
 def _calls_from_data(raw_rows) -> list[list[dict]]:
     sample = load_part(_data(train_path=SAMPLE_DIR / "train_sft.jsonl"), "train_sft").rows
-    from_training = [calls for row in sample if (calls := parse_toolcall(row["answer"]))]
+    from_training = [calls for row in sample if (calls := row["messages"][-1].get("tool_calls"))]
     from_test = [[json.loads(row["answers"]["tool_call"])] for row in raw_rows]
     assert any(len(calls) > 1 for calls in from_training), "the sample has parallel calls"
     return from_training + from_test

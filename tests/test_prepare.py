@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from fcft.data import SAMPLE_DIR, cache, formats
 from fcft.data.__main__ import main as data_main
-from fcft.data.prepare import _split_plainly, mcq_item, sft_dataset, sft_example, split_tokens
+from fcft.data.prepare import _split_plainly, answer_text, mcq_item, sft_dataset, sft_example, split_tokens
 from fcft.data.when2call import DataError, load_part
 
 
@@ -76,7 +76,8 @@ def test_sft_rows_learn_the_completion_and_the_end_of_turn(tokenizer, sft_rows):
     for row, record in zip(sft_rows[:10], dataset):
         completion = [t for t, m in zip(record["input_ids"], record["completion_mask"]) if m]
         text = tokenizer.decode(completion)
-        assert text == "\n" + formats.QWEN2_5.answer(row["answer"]) + "<|im_end|>"  # lm-eval moves the "\n"
+        # lm-eval moves the "\n" into the continuation
+        assert text == "\n" + answer_text(row["messages"][-1], formats.QWEN2_5) + "<|im_end|>"
         assert record["completion_mask"] == sorted(record["completion_mask"])  # prompt first, then completion
 
 
@@ -105,7 +106,7 @@ def test_too_long_rows_are_left_out_loudly(tokenizer, sft_rows, caplog):
         kept = sft_dataset(sft_rows, formats.QWEN2_5, tokenizer, cut)
     assert len(kept) == sum(n <= cut for n in lengths) < len(sft_rows)
     assert f"longer than model.max_length={cut} tokens and were left out" in caplog.text
-    with pytest.raises(DataError, match="every SFT row is longer than model.max_length=16 tokens"):
+    with pytest.raises(DataError, match="every SFT example is longer than model.max_length=16 tokens"):
         sft_dataset(sft_rows, formats.QWEN2_5, tokenizer, 16)
 
 
@@ -121,7 +122,8 @@ def test_show_prints_a_row_as_trained_and_as_scored(real_test_rows, capsys):
         f"--- choice {['direct', 'tool_call', 'request_for_info', 'cannot_answer'].index(raw['correct_answer'])}"
         in out
     )
-    assert "(gold) ---" in out and "== train_sft row 4, format llama3_2 ==" in out and "--- rejected ---" in out
+    assert "(gold) ---" in out and "== train_sft row 4, format llama3_2, example 1 ==" in out
+    assert "--- rejected (loss on «...») ---" in out
     assert "training prompt == evaluation prompt: yes" in out
 
 

@@ -5,3 +5,4 @@ make_sample.py, and `python -m fcft.data show` (__main__.py) to look at a row as
 from pathlib import Path
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
+TEMPLATE_DIR = Path(__file__).parent / "templates"  # chat templates fcft ships (model.chat_template)

@@ -17,6 +17,8 @@ reproduces the test split's own strings byte for byte.
     blog      the published AWS recipe's training format: its system prompt with the tools JSON, in
               ChatML (which the recipe put in place of the model's own template; see BLOG),
               `<TOOLCALL>[...]</TOOLCALL>` calls.
+    chat_template  the tokenizer's own chat template with tools, as a served model renders it (fcft/data/chat.py):
+              not a fixed text, so it is built per tokenizer by `get(name, tokenizer)`.
 
 Bump a format's `version` when its output changes: cached tokenized data is keyed on it (and on
 this file's bytes).
@@ -309,10 +311,20 @@ BLOG = Format(
 )
 
 FORMATS: dict[str, Format] = {f.name: f for f in (QWEN2_5, LLAMA3_2, BLOG)}
+CHAT_TEMPLATE = "chat_template"  # the tokenizer's own chat template, with tools (fcft/data/chat.py)
+NAMES = tuple(sorted((*FORMATS, CHAT_TEMPLATE)))
 
 
-def get(name: str) -> Format:
+def get(name: str, tokenizer=None, model_name: str = "the model"):
+    """The format called `name`; chat_template is built on `tokenizer` (chat.TemplateError if its template can't
+    render tools and tool calls)."""
+    if name == CHAT_TEMPLATE:
+        if tokenizer is None:
+            raise ValueError("format chat_template renders with a tokenizer: pass it")
+        from fcft.data.chat import ChatTemplate
+
+        return ChatTemplate(tokenizer, model_name)
     try:
         return FORMATS[name]
     except KeyError:
-        raise KeyError(f"unknown format '{name}'; valid formats: {', '.join(sorted(FORMATS))}") from None
+        raise KeyError(f"unknown format '{name}'; valid formats: {', '.join(NAMES)}") from None

@@ -1,6 +1,7 @@
-"""Normalised When2Call rows -> what trainers and the evaluator consume, through one prompt format.
+"""Normalised rows -> what trainers and the evaluator consume, through one prompt format.
 
-- `sft_example`: prompt + completion (the answer in the format's encoding, then its end-of-turn text).
+- `sft_example`: prompt + completion (the answer in the format's encoding, then its end-of-turn text); with
+  format=chat_template a conversation's examples are text segments with their loss (fcft/data/chat.py).
 - `pref_example`: prompt + chosen + rejected, over the same prompt, for DPO/MPO.
 - `mcq_item`: prompt, the four choices in `CATEGORIES` order, and the gold index (what NVIDIA's lm-eval
   task builds per row: `McqItem.as_doc`).
@@ -14,35 +15,39 @@ The same row always gets the same prompt string whether it is trained on or scor
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import weakref
 from dataclasses import dataclass
 from typing import Callable
 
-from fcft.data import cache
-from fcft.data.formats import CATEGORIES, Format
-from fcft.data.when2call import DataError
+from fcft.data import cache, chat
+from fcft.data.formats import CATEGORIES, Format, canonical_json
+from fcft.data.messages import single_turn
+from fcft.data.when2call import DataError, RowError
 
 log = logging.getLogger(__name__)
 
 
-def answer_text(answer: str, fmt: Format) -> str:
-    """An assistant answer from the training data, tool calls re-rendered in the format's encoding."""
-    return fmt.answer(answer)
+def answer_text(message: dict, fmt: Format) -> str:
+    """An assistant message's answer in the format's encoding: its tool calls, or its text."""
+    calls = message.get("tool_calls")
+    return fmt.tool_calls([canonical_json(call) for call in calls]) if calls else message["content"]
 
 
 def sft_example(row: dict, fmt: Format) -> dict:
-    return {
-        "prompt": fmt.prompt(row["tools"], row["question"]),
-        "completion": answer_text(row["answer"], fmt) + fmt.end_of_turn,
-    }
+    question, answer = single_turn(row["messages"], "messages", fmt.name)
+    return {"prompt": fmt.prompt(row["tools"], question), "completion": answer_text(answer, fmt) + fmt.end_of_turn}
 
 
-def pref_example(row: dict, fmt: Format) -> dict:
+def pref_example(row: dict, fmt) -> dict:
     """A preference pair for DPO/MPO: the SFT prompt, and both answers ended like SFT completions."""
+    if fmt.name == chat.NAME:
+        return fmt.pref_example(row)
+    question, _ = single_turn(row["prompt"], "prompt", fmt.name)
     return {
-        "prompt": fmt.prompt(row["tools"], row["question"]),
+        "prompt": fmt.prompt(row["tools"], question),
         "chosen": answer_text(row["chosen"], fmt) + fmt.end_of_turn,
         "rejected": answer_text(row["rejected"], fmt) + fmt.end_of_turn,
     }
@@ -50,10 +55,23 @@ def pref_example(row: dict, fmt: Format) -> dict:
 
 def training_row(test_row: dict) -> dict:
     """A test row as an SFT row answering with its correct answer (to compare training and evaluation)."""
-    text = test_row["answers"][test_row["correct_answer"]]
-    if test_row["correct_answer"] == "tool_call":
-        text = f"<TOOLCALL>[{text}]</TOOLCALL>"
-    return {"tools": test_row["tools"], "question": test_row["question"], "answer": text}
+    correct = test_row["correct_answer"]
+    text = test_row["answers"][correct]
+    answer = (
+        {"role": "assistant", "content": "", "tool_calls": [json.loads(text)]}
+        if correct == "tool_call"
+        else {"role": "assistant", "content": text}
+    )
+    return {"tools": test_row["tools"], "messages": [{"role": "user", "content": test_row["question"]}, answer]}
+
+
+def sft_segments(row: dict, fmt) -> list[list[tuple[str, bool]]]:
+    """A training row's examples as text segments, each with whether it carries loss (one example per row but in
+    chat_template, where a conversation may give one per assistant turn)."""
+    if fmt.name == chat.NAME:
+        return fmt.sft_examples(row)
+    example = sft_example(row, fmt)
+    return [[(example["prompt"], False), (example["completion"], True)]]
 
 
 @dataclass(frozen=True)
@@ -69,11 +87,15 @@ class McqItem:
         return {"prompt": self.prompt, "choices": list(self.choices), "target_index": self.gold}
 
 
-def mcq_item(row: dict, fmt: Format) -> McqItem:
+def mcq_item(row: dict, fmt) -> McqItem:
+    if fmt.name == chat.NAME:
+        prompt, choices = fmt.mcq(row)
+    else:
+        prompt, choices = fmt.prompt(row["tools"], row["question"]), fmt.choices(row["answers"])
     return McqItem(
         uuid=row["uuid"],
-        prompt=fmt.prompt(row["tools"], row["question"]),
-        choices=tuple(fmt.choices(row["answers"])),
+        prompt=prompt,
+        choices=tuple(choices),
         gold=CATEGORIES.index(row["correct_answer"]),
         has_tools=bool(row["tools"]),
     )
@@ -189,37 +211,45 @@ class _Part:
     """How one kind of training row is rendered and tokenized."""
 
     name: str  # in messages and cache entry names
-    example: Callable[[dict, Format], dict]
+    examples: Callable[[dict, Format], list[dict]]  # a row -> its examples' text columns
     tokenize: Callable[..., dict]
     features: dict  # column -> "int32"/"int8" sequences, for compact storage
 
 
-SFT = _Part("SFT", sft_example, tokenize_sft, {"input_ids": "int32", "completion_mask": "int8"})
-PREFERENCE = _Part(
-    "preference", pref_example, tokenize_pref, {"prompt_ids": "int32", "chosen_ids": "int32", "rejected_ids": "int32"}
-)
+def _chat_sft_examples(row: dict, fmt) -> list[dict]:
+    return [{"segments": [t for t, _ in ex], "loss": [loss for _, loss in ex]} for ex in fmt.sft_examples(row)]
 
 
-def sft_dataset(rows: list[dict], fmt: Format, tokenizer, max_length: int, use_cache: bool = True):
+_SFT_FEATURES = {"input_ids": "int32", "completion_mask": "int8"}
+_PREF_FEATURES = {"prompt_ids": "int32", "chosen_ids": "int32", "rejected_ids": "int32"}
+SFT = _Part("SFT", lambda row, fmt: [sft_example(row, fmt)], tokenize_sft, _SFT_FEATURES)
+PREFERENCE = _Part("preference", lambda row, fmt: [pref_example(row, fmt)], tokenize_pref, _PREF_FEATURES)
+CHAT_SFT = _Part("SFT", _chat_sft_examples, chat.tokenize_segments, _SFT_FEATURES)
+CHAT_PREFERENCE = _Part("preference", lambda row, fmt: [fmt.pref_example(row)], chat.tokenize_pref, _PREF_FEATURES)
+
+
+def sft_dataset(rows: list[dict], fmt, tokenizer, max_length: int, use_cache: bool = True):
     """The tokenized SFT set (input_ids + completion_mask) for SFTTrainer; see `prepared`."""
-    return prepared(SFT, rows, fmt, tokenizer, max_length, use_cache)
+    return prepared(CHAT_SFT if fmt.name == chat.NAME else SFT, rows, fmt, tokenizer, max_length, use_cache)
 
 
-def pref_dataset(rows: list[dict], fmt: Format, tokenizer, max_length: int, use_cache: bool = True):
+def pref_dataset(rows: list[dict], fmt, tokenizer, max_length: int, use_cache: bool = True):
     """The tokenized preference pairs (prompt_ids, chosen_ids, rejected_ids) for DPOTrainer; see `prepared`."""
-    return prepared(PREFERENCE, rows, fmt, tokenizer, max_length, use_cache)
+    part = CHAT_PREFERENCE if fmt.name == chat.NAME else PREFERENCE
+    return prepared(part, rows, fmt, tokenizer, max_length, use_cache)
 
 
-def prepared(part: _Part, rows: list[dict], fmt: Format, tokenizer, max_length: int, use_cache: bool = True):
-    """A tokenized `datasets.Dataset` of `rows`; rows longer than max_length are left out, loudly.
+def prepared(part: _Part, rows: list[dict], fmt, tokenizer, max_length: int, use_cache: bool = True):
+    """A tokenized `datasets.Dataset` of `rows`; examples longer than max_length are left out, loudly. A row the
+    format can't render raises RowError with its index.
 
     Tokenized once per (rows, format, tokenizer, max_length): later calls load it from $FCFT_CACHE/data.
     """
     fingerprint = cache.key(rows=rows, fmt=fmt, tokenizer=tokenizer, max_length=max_length, part=part.name)
 
     def build():
-        dataset = _tokenized(part, rows, fmt, tokenizer, max_length, fingerprint)
-        return dataset, {"format": fmt.name, "max_length": max_length, "rows": len(rows), "kept": len(dataset)}
+        dataset, examples = _tokenized(part, rows, fmt, tokenizer, max_length, fingerprint)
+        return dataset, {"format": fmt.name, "max_length": max_length, "rows": examples, "kept": len(dataset)}
 
     if use_cache:
         dataset, meta = cache.load_or_build(f"{part.name.lower()}-{fmt.name}-{fingerprint}", build)
@@ -227,30 +257,42 @@ def prepared(part: _Part, rows: list[dict], fmt: Format, tokenizer, max_length: 
         dataset, meta = build()
     if meta["kept"] < meta["rows"]:
         log.warning(
-            "%d of %d %s rows are longer than model.max_length=%d tokens and were left out",
+            "%d of %d %s examples are longer than model.max_length=%d tokens and were left out",
             meta["rows"] - meta["kept"],
             meta["rows"],
             part.name,
             max_length,
         )
     if not meta["kept"]:
-        raise DataError(f"every {part.name} row is longer than model.max_length={max_length} tokens")
+        raise DataError(f"every {part.name} example is longer than model.max_length={max_length} tokens")
     return dataset
 
 
-def _tokenized(part: _Part, rows: list[dict], fmt: Format, tokenizer, max_length: int, fingerprint: str):
+def examples(part: _Part, rows: list[dict], fmt) -> list[dict]:
+    """Every row's examples (text columns); RowError names a row the format can't render by its index."""
+    found = []
+    for index, row in enumerate(rows):
+        try:
+            found += part.examples(row, fmt)
+        except DataError as err:
+            raise RowError(index, str(err)) from None
+    return found
+
+
+def _tokenized(part: _Part, rows: list[dict], fmt, tokenizer, max_length: int, fingerprint: str):
+    """(the tokenized examples that fit, how many examples the rows gave)."""
     from datasets import Dataset, Features, Sequence, Value
 
-    examples = [part.example(row, fmt) for row in rows]
-    texts = Dataset.from_dict({key: [e[key] for e in examples] for key in examples[0]})
+    texts = examples(part, rows, fmt)
+    columns = Dataset.from_dict({key: [e[key] for e in texts] for key in texts[0]})
     features = Features({**{k: Sequence(Value(t)) for k, t in part.features.items()}, "fits": Value("bool")})
-    tokenized = texts.map(
+    tokenized = columns.map(
         part.tokenize,
         batched=True,
         fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
-        remove_columns=texts.column_names,
+        remove_columns=columns.column_names,
         features=features,
         new_fingerprint=fingerprint,  # spares datasets from hashing the tokenizer
         desc=f"Tokenizing {part.name} rows ({fmt.name})",
     )
-    return tokenized.filter(lambda fits: fits, input_columns="fits", batched=True).remove_columns("fits")
+    return tokenized.filter(lambda fits: fits, input_columns="fits", batched=True).remove_columns("fits"), len(texts)

@@ -1,15 +1,23 @@
-"""Load and validate When2Call's three parts, from local files or the hub, into plain normalised rows.
+"""Load and validate training and test rows, from local files or the hub, into plain normalised rows.
 
-    train_sft  -> {"tools": [str], "question": str, "answer": str}
-    train_pref -> {"tools": [str], "question": str, "chosen": str, "rejected": str}
+    train_sft  -> {"tools": [str], "messages": [message, ...]}
+    train_pref -> {"tools": [str], "prompt": [message, ...], "chosen": message, "rejected": message}
     test       -> {"uuid", "tools": [str], "question", "answers": {category: str}, "correct_answer", ...}
+
+Training rows come in either of two shapes, told apart row by row, and leave in one (fcft/data/messages.py):
+When2Call's (`messages` [user, assistant] with a `<TOOLCALL>[...]</TOOLCALL>` answer; `messages` [user] with
+`chosen_response` and `rejected_response`) and the Hugging Face / TRL conversational convention (`messages` of any
+length with OpenAI-style `tool_calls` and `tool` results; `prompt` + `chosen` + `rejected`). The test part is
+When2Call's multiple-choice rows.
 
 Tools are JSON text, one string per tool: a string from the data is kept byte for byte (NVIDIA's Qwen
 task pastes it into the prompt as is), a dict becomes `canonical_json(dict)`. Dicts read through Arrow
 (parquet files, the hub) lose their null-valued fields: Arrow gives every tool the fields of all tools,
 filled with nulls, and they are taken back out; keep tools as JSON strings for byte-exact prompts.
-Answers stay as the data wrote them (`<TOOLCALL>[...]</TOOLCALL>` in training rows, a JSON call in
-`answers.tool_call`); both are checked here and rendered by a format later.
+`answers.tool_call` stays as the data wrote it (a JSON call): it is checked here and rendered by a format later.
+
+`load_part(..., single_turn=FORMAT)` (every format but chat_template) also checks that a training row is one
+question and one answer, the most NVIDIA's and the recipe's prompt formats can render.
 
 Every row is checked before any training: a bad row raises DataError naming the file, the line (or row
 index) and the field, unless `data.on_bad_row=skip`, which skips it and counts it in the returned report.
@@ -26,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from fcft.data.formats import CATEGORIES, ToolCallError, canonical_json, check_call, parse_toolcall
+from fcft.data import messages
+from fcft.data.formats import CATEGORIES, ToolCallError, check_call
+from fcft.data.messages import DataError
 
 # part -> (hub config, hub split)
 HUB_PARTS = {"train_sft": ("train_sft", "train"), "train_pref": ("train_pref", "train"), "test": ("test", "mcq")}
@@ -34,19 +44,31 @@ PATH_KEYS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-class DataError(ValueError):
-    """A data file or row that can't be used; the message names the file, the row and the field."""
-
-
 @dataclass
 class Loaded:
     rows: list[dict]
     source: str
     skipped: list[str] = field(default_factory=list)  # one reason per skipped row
+    where: list[str] = field(default_factory=list)  # per row, where the source has it ("line 3", "row 2")
+
+    def locate(self, err: Exception) -> DataError:
+        """A RowError from preparing these rows, as a DataError naming the source and the row's line."""
+        index = getattr(err, "index", None)
+        place = self.where[index] if index is not None and index < len(self.where) else "a row"
+        return DataError(f"{self.source} {place}: {err}")
 
 
-def load_part(data, part: str, limit: Optional[int] = None) -> Loaded:
-    """Rows of one part (`train_sft`, `train_pref`, `test`) as the data spec says, validated."""
+class RowError(DataError):
+    """A row that loaded but can't be rendered (e.g. by a chat template); `index` is its place in Loaded.rows."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index = index
+
+
+def load_part(data, part: str, limit: Optional[int] = None, single_turn: Optional[str] = None) -> Loaded:
+    """Rows of one part (`train_sft`, `train_pref`, `test`) as the data spec says, validated. `single_turn`: the
+    name of a format that renders one question and one answer only; each training row must then be one."""
     path = getattr(data, PATH_KEYS[part])
     raw = _read_file(Path(path)) if path else _read_hub(data.hub_id, part)
     source = path or f"{data.hub_id} ({'/'.join(HUB_PARTS[part])})"
@@ -57,7 +79,11 @@ def load_part(data, part: str, limit: Optional[int] = None) -> Loaded:
             break
         seen += 1
         try:
-            loaded.rows.append(normalise(row))
+            normalised = normalise(row)
+            if single_turn is not None and part != "test":
+                _single_turn(normalised, single_turn)
+            loaded.rows.append(normalised)
+            loaded.where.append(where)
         except DataError as err:
             message = f"{source} {where}: {err}"
             if data.on_bad_row != "skip":
@@ -197,31 +223,6 @@ def _require(row: Any, key: str, kind: type | tuple[type, ...]) -> Any:
     return row[key]
 
 
-def _tools(row: dict) -> list[str]:
-    """Tools as JSON text: strings kept as they are, dicts serialised canonically (the hub has both)."""
-    tools = []
-    for i, tool in enumerate(_require(row, "tools", list)):
-        parsed = tool
-        if isinstance(tool, str):
-            try:
-                parsed = json.loads(tool)
-            except json.JSONDecodeError as err:
-                raise DataError(f"field 'tools[{i}]' is not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("name"), str):
-            raise DataError(f"field 'tools[{i}]' must be a tool object with a 'name'")
-        tools.append(tool if isinstance(tool, str) else canonical_json(tool))
-    return tools
-
-
-def _answer(text: str, key: str) -> str:
-    """A training answer, its `<TOOLCALL>[...]</TOOLCALL>` (if any) checked."""
-    try:
-        parse_toolcall(text)
-    except ToolCallError as err:
-        raise DataError(f"field '{key}': {err}") from None
-    return text
-
-
 def _tool_call_answer(answers: dict) -> str:
     """`answers.tool_call`: one call as JSON text, kept as is (NVIDIA's Qwen choice is this string)."""
     text = answers["tool_call"]
@@ -234,32 +235,49 @@ def _tool_call_answer(answers: dict) -> str:
     return text
 
 
-def _message(row: dict, key: str, index: Optional[int], role: str) -> str:
-    value = _require(row, key, list if index is not None else dict)
-    if index is not None:
-        if len(value) <= index:
-            raise DataError(f"field '{key}' needs at least {index + 1} messages, got {len(value)}")
-        value, key = value[index], f"{key}[{index}]"
-    if not isinstance(value, dict) or value.get("role") != role or not isinstance(value.get("content"), str):
-        raise DataError(f"field '{key}' must be a {{'role': '{role}', 'content': str}} message")
-    return value["content"]
+def _tools(row: Any) -> list[str]:
+    return messages.tools(_require(row, "tools", (list, str)))
 
 
 def _sft_row(row: Any) -> dict:
-    return {
-        "tools": _tools(row),
-        "question": _message(row, "messages", 0, "user"),
-        "answer": _answer(_message(row, "messages", 1, "assistant"), "messages[1].content"),
-    }
+    """When2Call's [user, assistant] rows and conversational rows alike: `messages` with `tools`."""
+    tools = _tools(row)
+    conversation = messages.conversation(_require(row, "messages", list), "messages", messages.offered(tools))
+    if not any(m["role"] == "assistant" for m in conversation):
+        raise DataError("field 'messages' has no assistant message to train on")
+    return {"tools": tools, "messages": conversation}
 
 
 def _pref_row(row: Any) -> dict:
-    return {
-        "tools": _tools(row),
-        "question": _message(row, "messages", 0, "user"),
-        "chosen": _answer(_message(row, "chosen_response", None, "assistant"), "chosen_response.content"),
-        "rejected": _answer(_message(row, "rejected_response", None, "assistant"), "rejected_response.content"),
-    }
+    """TRL's conversational preference rows (`prompt`, `chosen`, `rejected`) and When2Call's (`messages`,
+    `chosen_response`, `rejected_response`)."""
+    tools = _tools(row)
+    names = messages.offered(tools)
+    trl = isinstance(row, dict) and "prompt" in row
+    keys = ("prompt", "chosen", "rejected") if trl else ("messages", "chosen_response", "rejected_response")
+    prompt = messages.conversation(_require(row, keys[0], list), keys[0], names)
+    if prompt[-1]["role"] not in ("user", "tool"):
+        raise DataError(f"field '{keys[0]}' must end with a user or tool message, not {prompt[-1]['role']}")
+    chosen = _answer_message(row, keys[1], names)
+    rejected = _answer_message(row, keys[2], None)  # a rejected answer may well call a tool that isn't there
+    return {"tools": tools, "prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _answer_message(row: Any, key: str, names: Optional[set[str]]) -> dict:
+    """One assistant message: TRL's one-message list, or When2Call's message object."""
+    value, where = _require(row, key, (list, dict)), key
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise DataError(f"field '{key}' must hold exactly one assistant message, got {len(value)}")
+        value, where = value[0], f"{key}[0]"
+    return messages.message(value, where, names, role="assistant")
+
+
+def _single_turn(row: dict, fmt_name: str) -> None:
+    if "messages" in row:
+        messages.single_turn(row["messages"], "messages", fmt_name)
+    else:
+        messages.single_turn(row["prompt"], "prompt", fmt_name)
 
 
 def _test_row(row: Any) -> dict:

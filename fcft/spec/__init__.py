@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from fcft.data import SAMPLE_DIR
+from fcft.data import SAMPLE_DIR, TEMPLATE_DIR
 from fcft.spec.options import ComputeSpec, DataSpec, EvalSpec, ModelSpec, SpecError
 
 __all__ = ["RunSpec", "SpecError", "validate", "load", "save", "VERSION"]
@@ -33,6 +33,8 @@ VERSION = 2  # spec.yaml's schema: 1 had one flat schema per group (no `version`
 
 # conf/data/sample.yaml names the bundled files as ${fcft_sample:NAME}; the spec stores them resolved.
 OmegaConf.register_new_resolver("fcft_sample", lambda name: str(SAMPLE_DIR / name), replace=True)
+# conf/model/*.yaml name fcft's bundled chat templates as ${fcft_template:NAME}.
+OmegaConf.register_new_resolver("fcft_template", lambda name: str(TEMPLATE_DIR / name), replace=True)
 
 
 @dataclass(frozen=True)

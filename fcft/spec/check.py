@@ -131,7 +131,7 @@ def _launcher(node: Any) -> dict:
 
 
 def _across_groups(spec: RunSpec) -> None:
-    from fcft.data.formats import FORMATS
+    from fcft.data.formats import NAMES
     from fcft.train.methods import get
 
     for key, name in (
@@ -139,8 +139,8 @@ def _across_groups(spec: RunSpec) -> None:
         ("data.format", spec.data.format),
         ("eval.format", spec.eval.format),
     ):
-        if name is not None and name not in FORMATS:
-            fail(key, f"unknown format '{name}'; valid formats: {', '.join(sorted(FORMATS))}")
+        if name is not None and name not in NAMES:
+            fail(key, f"unknown format '{name}'; valid formats: {', '.join(NAMES)}")
     method = get(spec.method.name)
     if not method.trains and not spec.eval.enabled:
         fail("eval.enabled", "method=none only evaluates: with eval.enabled=false there is nothing to run")
@@ -168,6 +168,7 @@ PATH_SETTINGS = (
     ("data", "pref_path"),
     ("data", "test_path"),
     ("model", "path"),
+    ("model", "chat_template"),
     ("method", "init_from"),
     ("tuning", "spectrum_file"),
 )

@@ -85,8 +85,13 @@ class ModelSpec:
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16
     attn_implementation: str = "auto"  # auto (flash_attention_2 on GPU when installed, else sdpa) | sdpa | eager | ...
     max_length: int = 2048
+    # A Jinja chat template (.jinja file) to render with instead of the tokenizer's own; the saved model/ carries it.
+    # For format=chat_template with a model whose template can't render tools, or the tiny model in Llama's template.
+    chat_template: Optional[str] = None
 
     def check(self) -> None:
+        if self.chat_template is not None and not self.chat_template.endswith(".jinja"):
+            fail("model.chat_template", f"'{self.chat_template}' is not a .jinja file (a Jinja chat template)")
         if self.dtype not in DTYPES:
             fail("model.dtype", f"'{self.dtype}' is not one of {', '.join(DTYPES)}")
         if self.attn_implementation not in ATTENTION:

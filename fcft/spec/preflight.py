@@ -12,7 +12,9 @@ import importlib.util
 from pathlib import Path
 from typing import Callable, Optional
 
+from fcft.data.formats import CHAT_TEMPLATE
 from fcft.data.when2call import PATH_KEYS
+from fcft.rundir import MODEL
 from fcft.spec import RunSpec
 from fcft.spec.check import needed_parts
 from fcft.spec.options import EvalBackend, SpecError, fail
@@ -24,6 +26,7 @@ def preflight(spec: RunSpec, find_run: Optional[Callable] = None) -> RunSpec:
     can't start."""
     spec = _init_from(spec, find_run)
     _model(spec)
+    _chat_template(spec)
     _data(spec)
     _tuning(spec)
     _packages(spec)
@@ -83,6 +86,41 @@ def _data(spec: RunSpec) -> None:
         problem = hub.problem(spec.data.hub_id, "dataset", None, "data.hub_id", "README.md")
         if problem:
             raise SpecError(problem)
+
+
+def _chat_template(spec: RunSpec) -> None:
+    """model.chat_template reads and parses; with format=chat_template, the template renders tools and calls."""
+    template = spec.model.chat_template
+    if template is not None and "://" not in template:
+        _parses(template)
+    if CHAT_TEMPLATE not in (spec.training_format, spec.eval_format):
+        return
+    from fcft import models
+    from fcft.data.chat import ChatTemplate, TemplateError
+
+    source = str(Path(spec.method.init_from) / MODEL) if spec.method.init_from else models.resolve_source(spec.model)
+    if "://" in source or "://" in (template or ""):
+        return  # a SageMaker job's input: the job checks it
+    key = "data.format" if spec.training_format == CHAT_TEMPLATE else "eval.format"
+    try:
+        ChatTemplate(models.load_tokenizer(spec.model, source), spec.model.name)
+    except TemplateError as err:
+        fail(key, str(err))
+    except (OSError, ValueError) as err:
+        fail(key, f"chat_template renders with the model's tokenizer, which doesn't load from {source}: {err}")
+
+
+def _parses(template: str) -> None:
+    try:
+        text = Path(template).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        fail("model.chat_template", f"can't read {template} ({getattr(err, 'strerror', None) or err})")
+    from jinja2 import Environment, TemplateSyntaxError
+
+    try:
+        Environment().parse(text)
+    except TemplateSyntaxError as err:
+        fail("model.chat_template", f"{template} line {err.lineno} is not valid Jinja: {err.message}")
 
 
 def _tuning(spec: RunSpec) -> None:

@@ -15,6 +15,7 @@ from fcft.spec.uris import run_id_in, store_uri
 
 LOCAL_PATHS = (
     ("model", "path"),
+    ("model", "chat_template"),
     ("tuning", "spectrum_file"),
     ("data", "train_path"),
     ("data", "pref_path"),
