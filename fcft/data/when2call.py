@@ -38,9 +38,10 @@ from fcft.data import messages
 from fcft.data.formats import CATEGORIES, ToolCallError, check_call
 from fcft.data.messages import DataError
 
-# part -> (hub config, hub split)
+# part -> When2Call's (hub config, hub split); data.<part>_split names another dataset's
 HUB_PARTS = {"train_sft": ("train_sft", "train"), "train_pref": ("train_pref", "train"), "test": ("test", "mcq")}
 PATH_KEYS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test_path"}
+SPLIT_KEYS = {"train_sft": "train_split", "train_pref": "pref_split", "test": "test_split"}
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
@@ -70,8 +71,9 @@ def load_part(data, part: str, limit: Optional[int] = None, single_turn: Optiona
     """Rows of one part (`train_sft`, `train_pref`, `test`) as the data spec says, validated. `single_turn`: the
     name of a format that renders one question and one answer only; each training row must then be one."""
     path = getattr(data, PATH_KEYS[part])
-    raw = _read_file(Path(path)) if path else _read_hub(data.hub_id, part)
-    source = path or f"{data.hub_id} ({'/'.join(HUB_PARTS[part])})"
+    config, split = hub_split(data, part)
+    raw = _read_file(Path(path)) if path else _read_hub(data.hub_id, config, split, part)
+    source = path or f"{data.hub_id} ({'/'.join(x for x in (config, split) if x)})"
     normalise = NORMALISERS[part]
     loaded, seen = Loaded(rows=[], source=source), 0
     for where, row in raw:
@@ -172,16 +174,26 @@ def _not_utf8(line: bytes, start: int) -> str:
     return f"not valid UTF-8 (byte 0x{line[start]:02x} at column {column})"
 
 
-def _read_hub(hub_id: str, part: str) -> Iterator[tuple[str, Any]]:
+def hub_split(data, part: str) -> tuple[Optional[str], str]:
+    """(config or None, split) of a part read from data.hub_id: data.<part>_split as `split` or `config/split`,
+    else When2Call's."""
+    named = getattr(data, SPLIT_KEYS[part], None)
+    if named is None:
+        return HUB_PARTS[part]
+    config, _, split = named.rpartition("/")
+    return config or None, split
+
+
+def _read_hub(hub_id: str, config: Optional[str], split: str, part: str) -> Iterator[tuple[str, Any]]:
     from datasets import load_dataset
 
-    config, split = HUB_PARTS[part]
     try:
         dataset = load_dataset(hub_id, config, split=split)
     except Exception as err:
         raise DataError(
-            f"can't load {hub_id} config '{config}' split '{split}' ({type(err).__name__}: {err}); "
-            f"set data.{PATH_KEYS[part]} to a local file or go online"
+            f"can't load {hub_id} config '{config}' split '{split}' ({type(err).__name__}: {err}); set "
+            f"data.{SPLIT_KEYS[part]} to its split (or config/split), data.{PATH_KEYS[part]} to a local file, "
+            "or go online"
         ) from None
     return ((f"row {i}", _without_arrow_nulls(row)) for i, row in enumerate(dataset))
 

@@ -286,7 +286,13 @@ class DataSpec:
     train_path: Optional[str] = None  # SFT rows (.jsonl/.json/.parquet)
     pref_path: Optional[str] = None  # preference rows
     test_path: Optional[str] = None  # MCQ test rows
-    format: Optional[str] = None  # prompt format: qwen2_5 | llama3_2 | blog (fcft/data/formats.py); null = the model's
+    # with hub_id: each part's split, `split` or `config/split` (e.g. train, default/train); null = When2Call's
+    train_split: Optional[str] = None
+    pref_split: Optional[str] = None
+    test_split: Optional[str] = None
+    # prompt format: qwen2_5 | llama3_2 | blog (NVIDIA's evaluation formats, fcft/data/formats.py) | chat_template
+    # (the tokenizer's own chat template, fcft/data/chat.py); null = the model's
+    format: Optional[str] = None
     limit: Optional[int] = None  # first N training rows
     on_bad_row: OnBadRow = OnBadRow.error
 
@@ -297,6 +303,10 @@ class DataSpec:
             path = getattr(self, key)
             if path is not None and not path.endswith(SUFFIXES):
                 fail(f"data.{key}", f"'{path}' is not a {', '.join(SUFFIXES)} file")
+        for key in ("train_split", "pref_split", "test_split"):
+            split = getattr(self, key)
+            if split is not None and (not split.strip("/") or split.count("/") > 1 or split != split.strip()):
+                fail(f"data.{key}", f"'{split}' is not a split name or config/split (e.g. train, default/train)")
 
 
 @dataclass(frozen=True)
