@@ -47,6 +47,8 @@ EVAL = "eval"
 SAMPLES = "eval/samples.jsonl"
 CONFUSION = "eval/confusion.png"
 REQUESTS = "eval/requests.jsonl"
+SERVER_LOG = "eval/server.log"  # eval.generate.source=serve: the server fcft started
+GENERATIONS = "eval/generations.jsonl"  # eval.generate: per row, the answer, its calls, outcome and verdict
 JOB = "job.json"
 JOB_SPEC = "job_spec.yaml"
 JOB_REQUEST = "job_request.json"

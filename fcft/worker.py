@@ -31,7 +31,7 @@ from fcft import distributed, models, rundir, tracking
 from fcft import spec as run_spec
 from fcft.data import formats
 from fcft.data.when2call import RowError, load_part
-from fcft.eval.metrics import METRICS
+from fcft.eval.metrics import GENERATE_METRICS, METRICS, generate_scalars
 from fcft.runs import jobs
 from fcft.spec import RunSpec
 from fcft.spec.options import Strategy
@@ -80,19 +80,22 @@ def _held(spec: RunSpec, run_dir: rundir.RunDir, main: bool) -> dict:
 
 
 def _rows(spec: RunSpec) -> tuple:
-    """(training rows, test rows) of the run, each a when2call.Loaded or None; DataError naming file and row."""
+    """(training rows, MCQ test rows, rows to generate answers for) of the run, each a when2call.Loaded or None;
+    DataError naming file and row."""
     method = get_method(spec.method.name)
     single_turn = None if spec.training_format == formats.CHAT_TEMPLATE else spec.training_format
     train_rows = load_part(spec.data, method.part, spec.data.limit, single_turn) if method.trains else None
-    test_rows = load_part(spec.data, "test", spec.eval.limit) if spec.eval.enabled else None
-    return train_rows, test_rows
+    test_rows = load_part(spec.data, "test", spec.eval.limit) if spec.eval.enabled and spec.eval.mcq else None
+    generating = spec.eval.enabled and spec.eval.generate.enabled
+    generate_rows = load_part(spec.data, "generate", spec.eval.generate.limit) if generating else None
+    return train_rows, test_rows, generate_rows
 
 
 def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: tuple) -> dict:
     method = get_method(spec.method.name)
     metrics: dict = {"train": {}, "eval": {}, "data": {}}
-    train_rows, test_rows = rows
-    for part, loaded in (("train", train_rows), ("test", test_rows)):
+    train_rows, test_rows, generate_rows = rows
+    for part, loaded in (("train", train_rows), ("test", test_rows), ("generate", generate_rows)):
         if loaded is not None:
             metrics["data"][part] = {"source": loaded.source, "rows": len(loaded.rows), "skipped": len(loaded.skipped)}
             for reason in loaded.skipped:
@@ -106,7 +109,7 @@ def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: t
     model, tokenizer = models.load(spec, device)  # method.init_from: a previous run's weights and tokenizer
     train_format = formats.get(spec.training_format, tokenizer, spec.model.name)  # chat_template: this tokenizer's
     eval_format = formats.get(spec.eval_format, tokenizer, spec.model.name)
-    if method.trains and spec.eval.enabled and spec.eval.baseline and distributed.is_main():
+    if method.trains and test_rows is not None and spec.eval.baseline and distributed.is_main():
         from fcft.eval.mcq import evaluate_rows  # the starting model on the same rows, to compare with
 
         with _located(test_rows):
@@ -135,9 +138,12 @@ def _run(spec: RunSpec, run_dir: Path, tracker: tracking.Tracker | None, rows: t
         if spec.compute.strategy == Strategy.zero3:
             model = models.load_gathered(spec.model, device, run_dir / rundir.MODEL)
 
-    if spec.eval.enabled and distributed.is_main():
+    if test_rows is not None and distributed.is_main():
         with _located(test_rows):
             metrics["eval"] = _evaluate(spec, model, tokenizer, test_rows.rows, eval_format, run_dir)
+    if generate_rows is not None and distributed.is_main():
+        model_dir = run_dir / rundir.MODEL if method.trains else _saved_model(spec)
+        metrics["generate"] = _generate(spec, model, tokenizer, generate_rows, eval_format, run_dir, model_dir)
     return metrics
 
 
@@ -161,6 +167,26 @@ def _evaluate(spec: RunSpec, model, tokenizer, rows: list[dict], eval_format, ru
     title = f"{spec.model.name} {spec.method.name}: acc {block['acc']:.3f} (n={block['n']})"
     plots.confusion(block["confusion"], run_dir / rundir.CONFUSION, title=title)
     return block
+
+
+def _generate(spec: RunSpec, model, tokenizer, loaded, eval_format, run_dir: Path, model_dir) -> dict:
+    from fcft.eval import agent
+    from fcft.eval import generate as gen
+
+    with _located(loaded):
+        requests = gen.requests(loaded.rows)
+    answers = agent.answer(spec, model, tokenizer, eval_format, requests, model_dir, run_dir / rundir.SERVER_LOG)
+    block, per_row = agent.score(spec, loaded.rows, requests, answers)
+    rundir.write_jsonl(run_dir / rundir.GENERATIONS, per_row)
+    return block
+
+
+def _saved_model(spec: RunSpec) -> Path | None:
+    """The directory holding the weights a method=none run scores (for eval.generate.source=serve)."""
+    if spec.method.init_from:
+        return Path(spec.method.init_from) / rundir.MODEL
+    source = Path(models.resolve_source(spec.model))
+    return source if source.is_dir() else None
 
 
 def _train_summary(state, clock, processes: int, global_batch_size: int) -> dict:
@@ -237,6 +263,11 @@ def metrics_table(metrics: dict) -> str:
     else:
         rows += [(f"eval {metric.key}", metric.show(ev)) for metric in METRICS]
     rows += [("eval format", ev.get("format") or "")]
+    generated = metrics.get("generate")
+    if generated:  # eval.generate: the answers the model wrote, scored
+        scalars = generate_scalars(generated)
+        rows += [(f"generate {m.key}", m.show(scalars)) for m in GENERATE_METRICS]
+        rows += [("generate judge", generated["judge"] if isinstance(generated.get("judge"), str) else "")]
     shown = [(name, value) for name, value in rows if value]
     width = max((len(name) for name, _ in shown), default=0)
     return "\n".join(f"  {name.ljust(width)}  {value}" for name, value in shown)

@@ -145,7 +145,9 @@ def staged(job_spec: RunSpec, given: dict[str, str], run_dir: Path, place) -> It
 
 def extras(job_spec: RunSpec) -> list[str]:
     """fcft's pip extras (pyproject.toml) the job needs, and no more: bitsandbytes for 4-bit tunings, DeepSpeed for
-    ZeRO-3. (The sagemaker-mlflow plugin for an ARN comes from MLFLOW_TRACKING_URI: sagemaker_entry.py.)"""
+    ZeRO-3, lm-eval for eval.backend=lm_eval, the server's packages for eval.generate.source=serve. (The
+    sagemaker-mlflow plugin for an ARN comes from MLFLOW_TRACKING_URI: sagemaker_entry.py.)"""
+    from fcft.spec.eval_options import EvalBackend, GenerateSource
     from fcft.spec.options import Strategy
 
     needed = []
@@ -153,6 +155,11 @@ def extras(job_spec: RunSpec) -> list[str]:
         needed.append("qlora")
     if job_spec.compute.strategy == Strategy.zero3:
         needed.append("deepspeed")
+    if job_spec.eval.enabled and job_spec.eval.mcq and job_spec.eval.backend == EvalBackend.lm_eval:
+        needed.append("eval")
+    generate = job_spec.eval.generate
+    if job_spec.eval.enabled and generate.enabled and generate.source == GenerateSource.serve:
+        needed.append("serve")
     return needed
 
 

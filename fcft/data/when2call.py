@@ -39,9 +39,15 @@ from fcft.data.formats import CATEGORIES, ToolCallError, check_call
 from fcft.data.messages import DataError
 
 # part -> When2Call's (hub config, hub split); data.<part>_split names another dataset's
-HUB_PARTS = {"train_sft": ("train_sft", "train"), "train_pref": ("train_pref", "train"), "test": ("test", "mcq")}
-PATH_KEYS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test_path"}
-SPLIT_KEYS = {"train_sft": "train_split", "train_pref": "pref_split", "test": "test_split"}
+# `generate`: the rows eval.generate scores (fcft/eval/agent.py reads them through data's test keys)
+HUB_PARTS = {
+    "train_sft": ("train_sft", "train"),
+    "train_pref": ("train_pref", "train"),
+    "test": ("test", "mcq"),
+    "generate": ("test", "llm_judge"),
+}
+PATH_KEYS = {"train_sft": "train_path", "train_pref": "pref_path", "test": "test_path", "generate": "test_path"}
+SPLIT_KEYS = {"train_sft": "train_split", "train_pref": "pref_split", "test": "test_split", "generate": "test_split"}
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
@@ -309,4 +315,14 @@ def _test_row(row: Any) -> dict:
     }
 
 
-NORMALISERS = {"train_sft": _sft_row, "train_pref": _pref_row, "test": _test_row}
+def _generation_row(row: Any) -> dict:
+    """A When2Call test row (`question`: its correct answer the reference), or a conversation (its last assistant
+    turn the reference); its id kept (`uuid`, else `id`)."""
+    if isinstance(row, dict) and "question" in row:
+        return _test_row(row)
+    normalised = _sft_row(row)
+    ids = {k: str(row[k]) for k in ("uuid", "id") if isinstance(row.get(k), (str, int))}
+    return {**normalised, **ids, **({"category": row["category"]} if isinstance(row.get("category"), str) else {})}
+
+
+NORMALISERS = {"train_sft": _sft_row, "train_pref": _pref_row, "test": _test_row, "generate": _generation_row}

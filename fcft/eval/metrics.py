@@ -63,6 +63,24 @@ METRICS = (
     EvalMetric("n", None, count=True),
 )
 HEADLINE = METRICS[0]
+# The generate block's scalars (eval.generate, fcft/eval/agent.py): tool-call accuracy, then the judge's accuracy
+# (read from its "judge" sub-block), shown and logged (MLflow generate/<key>) like METRICS.
+GENERATE_METRICS = (
+    EvalMetric("call_decision_accuracy", True, "call_decision_accuracy_ci95"),
+    EvalMetric("tool_name_accuracy", True, "tool_name_accuracy_ci95"),
+    EvalMetric("exact_arguments_accuracy", True, "exact_arguments_accuracy_ci95"),
+    EvalMetric("argument_f1", True, "argument_f1_ci95"),
+    EvalMetric("unoffered_call_rate", False, "unoffered_call_rate_ci95"),
+    EvalMetric("unparseable_rate", False, "unparseable_rate_ci95"),
+    EvalMetric("judge_accuracy", True, "judge_accuracy_ci95"),
+    EvalMetric("n", None, count=True),
+)
+
+
+def generate_scalars(block: dict) -> dict:
+    """The generate block with its judge's scalars lifted beside the tool-call ones (GENERATE_METRICS reads it)."""
+    judged = block.get("judge") if isinstance(block.get("judge"), dict) else {}
+    return {**block, **{k: judged[k] for k in ("judge_accuracy", "judge_accuracy_ci95") if k in judged}}
 
 
 def predictions(loglikelihoods: Sequence[Sequence[float]], choice_lengths: Sequence[Sequence[int]]):

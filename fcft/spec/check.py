@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fcft.data.when2call import PATH_KEYS
@@ -100,11 +100,21 @@ def _typed(group: str, schema: type, node: dict, option: str):
                 f"its settings: {', '.join(sorted(fields))}",
             )
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+        return OmegaConf.to_object(OmegaConf.merge(_writable(OmegaConf.structured(schema)), node))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         text = str(err).splitlines()[0]
         raise SpecError(f"{group}.{key}: {text}" if key else f"{group}: {text}") from None
+
+
+def _writable(node):
+    """A frozen schema's config with every node writable, so its nested settings (eval.generate.*) take overrides."""
+    OmegaConf.set_readonly(node, False)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
+    return node
 
 
 def _owners(group: str, key: str) -> str:

@@ -11,27 +11,11 @@ on `TrainerSettings`. Launchers are not here either: a launcher's settings are i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import ClassVar, Dict, List, Optional
 
 from fcft.data.when2call import SUFFIXES
-
-
-class SpecError(ValueError):
-    """A config or spec value that can't run; the message names the key and what would be valid."""
-
-
-def fail(key: str, message: str) -> None:
-    raise SpecError(f"{key}: {message}")
-
-
-class Choice(str, Enum):
-    """A config value from a fixed set; prints and compares as its plain string."""
-
-    def __str__(self) -> str:
-        return self.value
-
-    __format__ = str.__format__
+from fcft.spec.base import Choice, SpecError, fail  # noqa: F401 (SpecError: imported from here across fcft)
+from fcft.spec.eval_options import EvalSpec  # noqa: F401 (the eval group's schemas live in eval_options.py)
 
 
 class Family(Choice):
@@ -56,11 +40,6 @@ class Strategy(Choice):
 class OnBadRow(Choice):
     error = "error"
     skip = "skip"
-
-
-class EvalBackend(Choice):
-    fcft = "fcft"  # fcft's scorer: each prompt runs once, its four choices on the prompt's cached keys/values
-    lm_eval = "lm_eval"  # lm-evaluation-harness itself, on a task fcft writes (pip install 'fcft[eval]')
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -245,7 +224,7 @@ class SpectrumTuning:
 TUNINGS = {schema.name: schema for schema in (FullTuning, LoraTuning, QloraTuning, SpectrumTuning)}
 
 
-# --- compute, data, eval ---------------------------------------------------------------------------------------
+# --- compute, data (the eval group: eval_options.py) -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -307,31 +286,6 @@ class DataSpec:
             split = getattr(self, key)
             if split is not None and (not split.strip("/") or split.count("/") > 1 or split != split.strip()):
                 fail(f"data.{key}", f"'{split}' is not a split name or config/split (e.g. train, default/train)")
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """When2Call multiple-choice evaluation after training (conf/eval/)."""
-
-    enabled: bool = True
-    format: Optional[str] = None  # prompt format of the MCQ items; null = the training format
-    limit: Optional[int] = None  # first N test rows
-    batch_size: int = 8  # rows (prompts) per forward pass; lm_eval gets 4 requests per row
-    backend: EvalBackend = EvalBackend.fcft
-    write_requests: bool = False  # also write eval/requests.jsonl: per row uuid, prompt, choices, gold index
-    bootstrap_resamples: int = 1000  # row resamples behind the 95% intervals of acc_norm and macro_f1
-    bootstrap_seed: int = 0
-    # Also score the starting model on the same rows before training: metrics.json's eval_base, printed beside
-    # the trained model's score (one more evaluation; on for the tiny model, conf/model_method/).
-    baseline: bool = False
-
-    def check(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            fail("eval.limit", f"must be >= 1 or null, got {self.limit}")
-        if self.batch_size < 1:
-            fail("eval.batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.bootstrap_resamples < 1:
-            fail("eval.bootstrap_resamples", f"must be >= 1 (1000 is usual), got {self.bootstrap_resamples}")
 
 
 # --- tracking ---------------------------------------------------------------------------------------------------

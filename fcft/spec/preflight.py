@@ -17,7 +17,8 @@ from fcft.data.when2call import PATH_KEYS
 from fcft.rundir import MODEL
 from fcft.spec import RunSpec
 from fcft.spec.check import needed_parts
-from fcft.spec.options import EvalBackend, SpecError, fail
+from fcft.spec.eval_options import EvalBackend, GenerateSource
+from fcft.spec.options import SpecError, fail
 from fcft.spec.uris import run_id_in
 
 
@@ -133,6 +134,27 @@ def _tuning(spec: RunSpec) -> None:
             fail("tuning.spectrum_file", problem)
 
 
+def _generate(spec: RunSpec) -> None:
+    """eval.generate: the API keys it names are set; a server fcft starts can start here, on full weights."""
+    from fcft.eval import agent, server
+    from fcft.train.methods import get as get_method
+
+    problem = agent.key_problem(spec)
+    if problem:
+        raise SpecError(problem)
+    if spec.eval.generate.source != GenerateSource.serve:
+        return
+    refusal = server.transformers_refusal() if server.vllm_refusal() else None
+    if refusal:
+        fail("eval.generate.source", f"serve: {refusal}; or eval.generate.source=in_process")
+    if get_method(spec.method.name).trains and spec.tuning.name in ("lora", "qlora"):
+        fail(
+            "eval.generate.source",
+            f"serve serves the saved model/, and tuning={spec.tuning.name} saves adapters: use "
+            "eval.generate.source=in_process (the adapted model, in memory)",
+        )
+
+
 def _packages(spec: RunSpec) -> None:
     if spec.tuning.four_bit and importlib.util.find_spec("bitsandbytes") is None:
         fail(
@@ -142,6 +164,8 @@ def _packages(spec: RunSpec) -> None:
         )
     if spec.eval.enabled and spec.eval.backend == EvalBackend.lm_eval and importlib.util.find_spec("lm_eval") is None:
         fail("eval.backend", "lm_eval needs lm-evaluation-harness, which is not installed: pip install 'fcft[eval]'")
+    if spec.eval.enabled and spec.eval.generate.enabled:
+        _generate(spec)
     uri = getattr(spec.tracking, "uri", None) or ""
     if uri.startswith("arn:") and importlib.util.find_spec("sagemaker_mlflow") is None:
         fail("tracking.uri", "a SageMaker MLflow ARN needs the sagemaker-mlflow plugin: pip install 'fcft[sagemaker]'")

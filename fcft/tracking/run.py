@@ -5,7 +5,7 @@ What it gets, from rank 0 only; it ends FINISHED, FAILED (with error.json) or KI
   tags       fcft.run_dir, fcft.model / method / tuning / compute, mlflow.parentRunId in a multirun, the spec's
              tracking.tags, and the lineage tags of a run started from another (lineage.py)
   metrics    train/<key> at every logging step, eval/<key> at the end for each of fcft/eval/metrics.py's METRICS
-             (and eval/<interval>_low / _high for those with a 95% interval)
+             (and eval/<interval>_low / _high for those with a 95% interval); generate/<key> for GENERATE_METRICS
   artifacts  the run directory's spec.yaml, metrics.json, train_log.jsonl, spectrum.yaml, error.json, and eval/
 
 fcft logs through MlflowClient with explicit run ids, from its own TrainerCallback, rather than with transformers'
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Optional
 
 from fcft import rundir
-from fcft.eval.metrics import METRICS
+from fcft.eval.metrics import GENERATE_METRICS, METRICS, generate_scalars
 from fcft.tracking import store
 from fcft.tracking.lineage import lineage_tags
 
@@ -347,12 +347,14 @@ def _train_key(key: str) -> str:
 
 def _eval_metrics(metrics: dict) -> dict:
     """eval/<key> (and <interval>_low/_high) for every metric of METRICS; eval_base/<key> likewise for the
-    starting model's score (eval.baseline)."""
+    starting model's score (eval.baseline); generate/<key> for GENERATE_METRICS (eval.generate)."""
     values = {}
-    for block in ("eval", "eval_base"):
+    blocks = [("eval", METRICS), ("eval_base", METRICS), ("generate", GENERATE_METRICS)]
+    for block, listed in blocks:
         ev = metrics.get(block) or {}
-        values.update({f"{block}/{metric.key}": ev.get(metric.key) for metric in METRICS if metric.key in ev})
-        for metric in METRICS:
+        ev = generate_scalars(ev) if block == "generate" else ev
+        values.update({f"{block}/{metric.key}": ev.get(metric.key) for metric in listed if metric.key in ev})
+        for metric in listed:
             if metric.interval and ev.get(metric.interval):
                 values[f"{block}/{metric.interval}_low"], values[f"{block}/{metric.interval}_high"] = ev[
                     metric.interval
