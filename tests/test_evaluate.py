@@ -120,3 +120,19 @@ def test_samples_and_metrics_follow_the_per_row_scores(tiny, real_items):
         "n",
     }
     assert sum(sum(row.values()) for row in metrics["confusion"].values()) == len(samples)
+
+
+def test_eager_attention_gets_the_same_scores_and_a_cpu_gets_the_cpu_batch(tiny_dir, tiny, real_items):
+    """The packed continuations' 4-D mask in eager attention's additive form; batch_size None on a CPU."""
+    from transformers import AutoModelForCausalLM
+
+    from fcft.eval import memory
+
+    _, tokenizer = tiny
+    eager = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="eager")
+    assert evaluation._mask_dtype(eager) == torch.float32
+    max_length = evaluation.context_length(eager, tokenizer)
+    items = real_items[1:]  # the longest prompt's ~3,600 x 3,600 eager scores would only slow the test
+    assert memory.auto_rows(eager, 3600, 240) == memory.CPU_ROWS
+    for item, lls in zip(items, evaluation.score(eager, tokenizer, items, batch_size=None)):
+        assert lls == pytest.approx(reference(eager, tokenizer, item, max_length), abs=2e-3), item.uuid

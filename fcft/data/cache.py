@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 META = "meta.json"
 FILES = "files"  # meta.json's key for {file: {"bytes", "crc32"}} of the saved dataset; not part of the meta returned
-_HASHED_CODE = ("formats.py", "chat.py", "messages.py", "prepare.py")  # the code deciding what a prepared row holds
+# the code deciding what a prepared row holds
+_HASHED_CODE = ("formats.py", "chat.py", "messages.py", "prepare.py", "encode.py")
 
 
 class CacheError(RuntimeError):

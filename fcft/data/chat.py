@@ -27,6 +27,7 @@ import json
 import re
 from typing import Optional
 
+from fcft.data import encode
 from fcft.data.formats import CATEGORIES, ToolCallError, check_call
 from fcft.data.messages import DataError
 
@@ -208,7 +209,7 @@ def tokenize_segments(batch: dict, tokenizer, max_length: int) -> dict:
     """Batched `datasets.map` function: segments/loss -> input_ids, completion_mask, fits; each segment is
     tokenized on its own (no special tokens added: the template wrote them)."""
     flat = [text for texts in batch["segments"] for text in texts]
-    ids = iter(tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
+    ids = iter(encode.ids(tokenizer, flat))
     input_ids, masks = [], []
     for texts, losses in zip(batch["segments"], batch["loss"]):
         example, mask = [], []
@@ -224,7 +225,7 @@ def tokenize_segments(batch: dict, tokenizer, max_length: int) -> dict:
 def tokenize_pref(batch: dict, tokenizer, max_length: int) -> dict:
     """Batched `datasets.map` function: prompt/chosen/rejected texts -> their ids, each tokenized on its own."""
     n = len(batch["prompt"])
-    ids = tokenizer(batch["prompt"] + batch["chosen"] + batch["rejected"], add_special_tokens=False)["input_ids"]
+    ids = encode.ids(tokenizer, batch["prompt"] + batch["chosen"] + batch["rejected"])
     prompt, chosen, rejected = ids[:n], ids[n : 2 * n], ids[2 * n :]
     return {
         "prompt_ids": prompt,

@@ -13,7 +13,7 @@ HFLM is set up the way fcft's own backend scores, so the two agree row by row:
 - max_length: the model's maximum length as fcft resolves it (the same rule as HFLM's).
 - softmax_dtype=float32: log-probabilities in float32 even for a bf16 model (lm-eval's default would
   take them in the model's dtype).
-- batch_size: 4 requests (one row's choices) per fcft row.
+- batch_size: 4 requests (one row's choices) per fcft row; eval.batch_size=null: lm-eval's "auto" on a GPU.
 
 The per-row log-likelihoods come back from the logged samples; lm-eval's own acc and acc_norm are checked
 against the ones fcft computes from them (macro-F1 and the rest lm-eval 0.4.13 doesn't emit for this task).
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fcft.data.formats import CATEGORIES
 from fcft.data.prepare import McqItem
+from fcft.eval import memory
 from fcft.eval import metrics as mcq_metrics
 
 TASK = "fcft-when2call"
@@ -64,14 +65,16 @@ def write_task(items: list[McqItem], directory: Path) -> Path:
     return path
 
 
-def score(model, tokenizer, items: list[McqItem], batch_size: int, max_length: int) -> list[list[float]]:
+def score(model, tokenizer, items: list[McqItem], batch_size: int | None, max_length: int) -> list[list[float]]:
     """Per item, the 4 log-likelihoods lm-eval computes (in item order), checked against lm-eval's own metrics."""
     loglikelihoods, reported = run(model, tokenizer, items, batch_size, max_length)
     _check_reported(reported, items, loglikelihoods)
     return loglikelihoods
 
 
-def run(model, tokenizer, items: list[McqItem], batch_size: int, max_length: int) -> tuple[list[list[float]], dict]:
+def run(
+    model, tokenizer, items: list[McqItem], batch_size: int | None, max_length: int
+) -> tuple[list[list[float]], dict]:
     """(per-item log-likelihoods, lm-eval's own {"acc", "acc_norm"}) from one `simple_evaluate` of the items."""
     try:
         import torch
@@ -86,7 +89,7 @@ def run(model, tokenizer, items: list[McqItem], batch_size: int, max_length: int
         lm = HFLM(
             pretrained=model,
             tokenizer=tokenizer,
-            batch_size=batch_size * len(CATEGORIES),
+            batch_size=_requests_per_batch(model, batch_size),
             max_length=max_length,
             add_bos_token=False,
             softmax_dtype=torch.float32,
@@ -105,6 +108,13 @@ def run(model, tokenizer, items: list[McqItem], batch_size: int, max_length: int
     loglikelihoods = [[float(ll) for ll, _ in s["filtered_resps"]] for s in samples]
     results = output["results"][TASK]
     return loglikelihoods, {metric: results[f"{metric},none"] for metric in ("acc", "acc_norm")}
+
+
+def _requests_per_batch(model, batch_size):
+    """4 requests per row; rows None: lm-eval's own "auto" on a GPU, `memory.CPU_ROWS` rows elsewhere."""
+    if batch_size is not None:
+        return batch_size * len(CATEGORIES)
+    return "auto" if next(model.parameters()).device.type == "cuda" else memory.CPU_ROWS * len(CATEGORIES)
 
 
 def _check_reported(reported: dict, items: list[McqItem], loglikelihoods: list[list[float]]) -> None:

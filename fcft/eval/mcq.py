@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from fcft.data.formats import CATEGORIES
 from fcft.data.prepare import McqItem, mcq_item, split_tokens
+from fcft.eval import memory
 from fcft.eval import metrics as mcq_metrics
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,13 @@ def evaluate(
     model,
     tokenizer,
     items: list[McqItem],
-    batch_size: int = 8,
+    batch_size: int | None = None,
     backend: str = "fcft",
     resamples: int = 1000,
     seed: int = 0,
 ) -> tuple[dict, list[dict]]:
-    """(metrics, samples) for the items; samples hold one dict per item in input order."""
+    """(metrics, samples) for the items; samples hold one dict per item in input order. batch_size None: rows
+    per pass from the GPU's free memory (`fcft.eval.memory`), 8 on a CPU."""
     max_length = context_length(model, tokenizer)
     if backend == "lm_eval":
         from fcft.eval import lm_eval_backend
@@ -114,22 +116,28 @@ class _Group:
 
 
 def score(
-    model, tokenizer, items: list[McqItem], batch_size: int = 8, max_length: int | None = None
+    model, tokenizer, items: list[McqItem], batch_size: int | None = None, max_length: int | None = None
 ) -> list[list[float]]:
     """Sum of log-probabilities of each choice's tokens after its prompt; one list of 4 per item.
 
-    Rows are sorted by prompt length and taken `batch_size` at a time. The prompts run once, right-padded
-    (a causal model's real tokens never see the padding after them), filling a key/value cache; the last
-    prompt token is held back. Then the continuations, `batch_size` at a time sorted by length, each start
-    with that last prompt token and run on their row's cached keys/values, with an attention mask hiding
-    the row's padding and positions that continue the row's own prompt. So a row's numbers don't depend on
-    its batch-mates, and the long prompt is computed once instead of four times.
+    Rows are sorted by prompt length and taken `batch_size` at a time (None: `memory.auto_rows`). The prompts
+    run once, right-padded (a causal model's real tokens never see the padding after them), filling a
+    key/value cache; the last prompt token is held back. Then the continuations, each starting with that last
+    prompt token, run on their row's cached keys/values: all of a row's continuations side by side in one
+    sequence, in one pass for the batch, with a 4-D attention mask letting each see its row's real prompt
+    tokens and its own earlier tokens only (sdpa and eager attention); with other attention kernels
+    (flash-attention), which take no such mask, `batch_size` continuations at a time sorted by length, on a
+    copy of their rows' cache. So a row's numbers don't depend on its batch-mates, and the long prompt is
+    computed once instead of four times.
     """
     import torch
     from tqdm.auto import tqdm
 
     max_length = max_length or context_length(model, tokenizer)
     groups = sorted(_groups(tokenizer, items, max_length), key=lambda g: -len(g.context))
+    if batch_size is None and groups:  # sized for the longest rows, which come first
+        longest_choices = max(sum(map(len, g.continuations)) for g in groups)
+        batch_size = memory.auto_rows(model, len(groups[0].context), longest_choices)
     results = [[math.nan] * len(item.choices) for item in items]
     was_training = model.training
     model.eval()
@@ -139,6 +147,13 @@ def score(
             for start in range(0, len(groups), batch_size):
                 batch = groups[start : start + batch_size]
                 prompts = _PromptCache(model, [g.context for g in batch])
+                if prompts.packable:
+                    sums = prompts.packed_logprobs([g.continuations for g in batch])
+                    for group, values in zip(batch, sums):
+                        for k, value in zip(group.choices, values):
+                            results[group.item][k] = value
+                    bar.update(sum(map(len, sums)))
+                    continue
                 pending = sorted(
                     ((g, k) for g, group in enumerate(batch) for k in range(len(group.continuations))),
                     key=lambda gk: -len(batch[gk[0]].continuations[gk[1]]),
@@ -201,6 +216,8 @@ class _PromptCache:
         width = int(self.lengths.max())
         self.mask = torch.arange(width)[None, :] < self.lengths[:, None]
         self.cache = None
+        self.mask_dtype = _mask_dtype(model)
+        self.packable = bool(width) and self.mask_dtype is not None
         if width:
             ids = torch.zeros((len(contexts), width), dtype=torch.long)
             for row, ctx in enumerate(contexts):
@@ -237,6 +254,58 @@ class _PromptCache:
             targets = torch.tensor(cont, device=logprobs.device)[:, None]
             sums.append(logprobs.gather(-1, targets).sum())
         return torch.stack(sums).tolist()
+
+    def packed_logprobs(self, continuations: list[list[list[int]]]) -> list[list[float]]:
+        """Per prompt row, the sum of log-probabilities of each of its continuations, all scored in one pass:
+        a row's continuations lie side by side, each at the positions right after the row's prompt."""
+        import torch
+
+        segments = [[[self.last[row]] + cont[:-1] for cont in conts] for row, conts in enumerate(continuations)]
+        width = max(sum(map(len, segs)) for segs in segments)
+        ids = torch.zeros((len(segments), width), dtype=torch.long)
+        positions = torch.zeros((len(segments), width), dtype=torch.long)
+        owner = torch.full((len(segments), width), -1)  # which continuation a position holds; -1: padding
+        for row, segs in enumerate(segments):
+            at = 0
+            for k, seg in enumerate(segs):
+                ids[row, at : at + len(seg)] = torch.tensor(seg)
+                positions[row, at : at + len(seg)] = int(self.lengths[row]) + torch.arange(len(seg))
+                owner[row, at : at + len(seg)] = k
+                at += len(seg)
+        steps = torch.arange(width)
+        own = (owner[:, :, None] == owner[:, None, :]) & (steps[None, None, :] <= steps[None, :, None])
+        own |= torch.eye(width, dtype=torch.bool)  # a padding position sees itself: no empty softmax row
+        keep = torch.cat([self.mask[:, None, :].expand(-1, width, -1), own], dim=2)[:, None]
+        if self.mask_dtype is not torch.bool:  # eager attention adds the mask to its scores
+            keep = torch.zeros(keep.shape, dtype=self.mask_dtype).masked_fill(~keep, torch.finfo(self.mask_dtype).min)
+        logits = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=keep.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            **{self.cache_argument: self.cache},
+        ).logits
+        self.cache = None  # it now holds the continuations too
+        sums = []
+        for row, conts in enumerate(continuations):
+            used = sum(map(len, conts))
+            logprobs = torch.log_softmax(logits[row, :used].float(), dim=-1)
+            targets = torch.tensor([t for cont in conts for t in cont], device=logprobs.device)[:, None]
+            picked = logprobs.gather(-1, targets)[:, 0]
+            sums.append([part.sum() for part in picked.split([len(cont) for cont in conts])])
+        return [torch.stack(row).tolist() for row in sums]
+
+
+def _mask_dtype(model):
+    """The dtype of a 4-D attention mask the model's attention takes (bool for sdpa, float for eager), or None."""
+    import torch
+
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation == "sdpa":
+        return torch.bool
+    if implementation == "eager":
+        return model.get_input_embeddings().weight.dtype  # the scores' dtype (also in a 4-bit model)
+    return None
 
 
 def _new_cache(model):

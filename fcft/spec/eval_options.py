@@ -92,7 +92,8 @@ class EvalSpec:
     enabled: bool = True
     format: Optional[str] = None  # prompt format of the MCQ items; null = the training format
     limit: Optional[int] = None  # first N test rows
-    batch_size: int = 8  # rows (prompts) per forward pass; lm_eval gets 4 requests per row
+    # rows (prompts) per forward pass (lm_eval: 4 requests per row); null: from the free memory on a GPU, 8 on a CPU
+    batch_size: Optional[int] = None
     backend: EvalBackend = EvalBackend.fcft
     write_requests: bool = False  # also write eval/requests.jsonl: per row uuid, prompt, choices, gold index
     bootstrap_resamples: int = 1000  # row resamples behind the 95% intervals of acc_norm and macro_f1
@@ -115,7 +116,7 @@ class EvalSpec:
             fail("eval.judge.url", "the judge reads generated answers: set eval.generate.enabled=true")
         if self.limit is not None and self.limit < 1:
             fail("eval.limit", f"must be >= 1 or null, got {self.limit}")
-        if self.batch_size < 1:
-            fail("eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            fail("eval.batch_size", f"must be >= 1 or null (from the GPU's free memory), got {self.batch_size}")
         if self.bootstrap_resamples < 1:
             fail("eval.bootstrap_resamples", f"must be >= 1 (1000 is usual), got {self.bootstrap_resamples}")
