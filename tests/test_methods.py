@@ -122,7 +122,8 @@ def test_preference_pairs_are_split_as_the_evaluator_splits(tiny_dir):
     assert len(dataset) == len(rows)
     for row, pair in zip(rows, dataset):
         text = pref_example(row, fmt)
-        assert text["prompt"] == fmt.prompt(row["tools"], row["question"])
+        question = row["prompt"][0]["content"]  # When2Call's pairs: one user question
+        assert [m["role"] for m in row["prompt"]] == ["user"] and text["prompt"] == fmt.prompt(row["tools"], question)
         assert text["chosen"].endswith(fmt.end_of_turn) and text["rejected"].endswith(fmt.end_of_turn)
         # As lm-eval splits: the prompt alone without its trailing newline, which starts the answer.
         assert tokenizer.decode(pair["prompt_ids"]) == text["prompt"].rstrip()
@@ -132,5 +133,5 @@ def test_preference_pairs_are_split_as_the_evaluator_splits(tiny_dir):
     lengths = sorted(len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])) for p in dataset)
     kept = sum(length <= lengths[2] for length in lengths)
     assert len(pref_dataset(rows, fmt, tokenizer, max_length=lengths[2])) == kept < len(rows)  # longer pairs left out
-    with pytest.raises(DataError, match="every preference row is longer than model.max_length=16 tokens"):
+    with pytest.raises(DataError, match="every preference example is longer than model.max_length=16 tokens"):
         pref_dataset(rows, fmt, tokenizer, max_length=16)
