@@ -113,3 +113,27 @@ def test_a_headline_where_lower_is_better_picks_the_lowest_run(monkeypatch, tmp_
     assert section(markdown, "Best run").startswith("**2** (method.beta=0.9): tool_hallucination_rate 0.1000,")
     assert [row["status"] for row in rows] == ["finished", "finished", "finished", "failed"]
     assert rows[3]["reason"] == "SpecError: method.beta: dpo needs beta > 0" and rows[0]["mlflow_run_id"] == "run0"
+
+
+def test_generated_answers_get_their_own_columns_when_runs_have_them(tmp_path):
+    sweep_dir = finished_sweep(tmp_path)
+    record = json.loads((sweep_dir / "1" / "metrics.json").read_text())
+    record["generate"] = {
+        "n": 8,
+        "call_decision_accuracy": 0.75,
+        "call_decision_accuracy_ci95": [0.5, 1.0],
+        "exact_arguments_accuracy": 0.5,
+        "exact_arguments_accuracy_ci95": [0.0, 1.0],
+        "judge": {"judge_accuracy": 0.625, "judge_accuracy_ci95": [0.25, 0.875]},
+    }
+    (sweep_dir / "1" / "metrics.json").write_text(json.dumps(record))
+    markdown, rows = build(sweep_dir, tmp_path / "report")
+    runs = table(section(markdown, "Runs"))
+    column = runs[0].index("generated call_decision_accuracy [95% CI]")
+    assert [row[column] for row in runs[1:]] == ["", "0.7500 [0.5000, 1.0000]", "", ""]
+    judged = runs[0].index("generated judge_accuracy [95% CI]")
+    assert runs[2][judged] == "0.6250 [0.2500, 0.8750]"
+    assert [row["generate_exact_arguments_accuracy"] for row in rows] == ["", "0.5", "", ""]
+    assert rows[1]["generate_judge_accuracy_ci95_low"] == "0.25"
+    unmarked, _ = build(finished_sweep(tmp_path / "plain"), tmp_path / "plain_report")
+    assert "generated" not in section(unmarked, "Runs")

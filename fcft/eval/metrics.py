@@ -77,6 +77,12 @@ GENERATE_METRICS = (
 )
 
 
+# The ones a sweep's report and the results table show, one column each.
+GENERATE_SHOWN = tuple(
+    m for m in GENERATE_METRICS if m.key in ("call_decision_accuracy", "exact_arguments_accuracy", "judge_accuracy")
+)
+
+
 def generate_scalars(block: dict) -> dict:
     """The generate block with its judge's scalars lifted beside the tool-call ones (GENERATE_METRICS reads it)."""
     judged = block.get("judge") if isinstance(block.get("judge"), dict) else {}

@@ -104,15 +104,17 @@ def _markdown(sweep_dir: Path, runs: list[Row], swept: list[str], fixed: list[st
         lines += ["", f"Each job ran the stages of experiment {experiment.get('name')}, in order: {'; '.join(steps)}."]
     if table:
         lines += ["", "## Results table", "", table]
+    generated = eval_metrics.GENERATE_SHOWN if any(r.generate for r in runs) else ()
     header = [
         "job",
         *(["stage"] if staged else []),
         *swept,
         "status",
         *(f"{m.key} [95% CI]" if m.interval else m.key for m in eval_metrics.METRICS),
+        *(f"generated {m.key} [95% CI]" for m in generated),
         "train loss",
     ]
-    lines += ["", "## Runs", "", markdown(header, [_cells(r, swept, staged) for r in runs])]
+    lines += ["", "## Runs", "", markdown(header, [_cells(r, swept, staged, generated) for r in runs])]
     lines += ["", "## Best run", "", _best(runs, swept)]
     lines += ["", "## Failures", ""]
     lines += [
@@ -123,7 +125,7 @@ def _markdown(sweep_dir: Path, runs: list[Row], swept: list[str], fixed: list[st
     return "\n".join(lines) + "\n"
 
 
-def _cells(row: Row, swept: list[str], staged: bool) -> list[str]:
+def _cells(row: Row, swept: list[str], staged: bool, generated: tuple) -> list[str]:
     loss = row.train.get("loss")
     return [
         row.outcome.job,
@@ -131,6 +133,7 @@ def _cells(row: Row, swept: list[str], staged: bool) -> list[str]:
         *(row.values.get(k, "") for k in swept),
         "finished" if row.outcome.ok else "failed",
         *(m.show(row.eval) for m in eval_metrics.METRICS),
+        *(m.show(row.generate) for m in generated),
         "" if loss is None else f"{loss:.4f}",
     ]
 
@@ -163,19 +166,25 @@ def _overlap(a: Optional[list], b: Optional[list]) -> bool:
 
 
 def _csv(runs: list[Row], swept: list[str]) -> str:
-    """One row per run; a metric's columns are its key, then `<interval>_low` and `<interval>_high` if it has one."""
-    metrics = eval_metrics.METRICS
+    """One row per run; a metric's columns are its key, then `<interval>_low` and `<interval>_high` if it has one
+    (generate_<key> for eval.generate's, when a run has them)."""
+    generated = eval_metrics.GENERATE_METRICS if any(r.generate for r in runs) else ()
+    columns = [("", m, lambda r: r.eval) for m in eval_metrics.METRICS]
+    columns += [("generate_", m, lambda r: r.generate) for m in generated]  # eval.generate's block
     header = ["job", "stage", "model", *swept, "status"]
-    for m in metrics:
-        header += [m.key, *([f"{m.interval}_low", f"{m.interval}_high"] if m.interval else [])]
+    for prefix, m, _ in columns:
+        header += [
+            prefix + m.key,
+            *([f"{prefix}{m.interval}_low", f"{prefix}{m.interval}_high"] if m.interval else []),
+        ]
     header += ["train_loss", "train_steps", "reason", "overrides", "run_dir", "mlflow_run_id"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     for r in runs:
         values = []
-        for m in metrics:
-            values += [_blank(r.eval.get(m.key)), *((r.eval.get(m.interval) or ["", ""]) if m.interval else [])]
+        for _, m, block in columns:
+            values += [_blank(block(r).get(m.key)), *((block(r).get(m.interval) or ["", ""]) if m.interval else [])]
         tracked = ((r.outcome.metrics or {}).get("tracking") or {}).get("run_id", "")
         writer.writerow(
             [

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from fcft import rundir
+from fcft.eval import metrics as eval_metrics
 from fcft.runs import outcomes
 from fcft.runs.outcomes import Outcome
 
@@ -34,6 +35,12 @@ class Row:
     @property
     def eval(self) -> dict:
         return ((self.outcome.metrics or {}).get("eval") or {}) if self.outcome.ok else {}
+
+    @property
+    def generate(self) -> dict:
+        """The generate block (eval.generate) with the judge's accuracy beside the tool-call scores; {} if none."""
+        block = ((self.outcome.metrics or {}).get("generate") or {}) if self.outcome.ok else {}
+        return eval_metrics.generate_scalars(block) if block else {}
 
     @property
     def train(self) -> dict:

@@ -56,6 +56,19 @@ def results_table(rows: list[Row]) -> str:
         "",
         markdown(header, [[label(m), *(secondary(m, s) for s in columns)] for m in models]),
     ]
+    if any(r.generate for r in rows):  # eval.generate: the answers each stage's model wrote
+
+        def generated(model: str, stage: str) -> str:
+            row = cell.get((model, stage))
+            shown = [f"{m.key.split('_')[0]} {m.show(row.generate)}" for m in eval_metrics.GENERATE_SHOWN]
+            return "; ".join(x for x in shown if not x.endswith(" ")) if row is not None and row.generate else "-"
+
+        lines += [
+            "",
+            "### Generated answers: call decision, exact arguments, judge accuracy (95% intervals)",
+            "",
+            markdown(header, [[label(m), *(generated(m, s) for s in columns)] for m in models]),
+        ]
     if published:
         rows_published = [
             [p.get("label") or m, *(f"{p['values'][s]:.2f}%" if s in p.get("values", {}) else "-" for s in columns)]
