@@ -110,7 +110,7 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("+method.foo=1", "method.foo: not a setting of method=sft; its settings: global_batch_size,"),
+        ("+method.foo=1", "method.foo: not a setting of method=sft; its settings: batching, global_batch_size,"),
         ("+foo=1", "foo: unknown key; the spec's groups are model, method, tuning"),
         ("+model.extra.deep=1", "model.extra: not a setting"),
         ("method.learning_rat=1", "method.learning_rat: not a setting of method=sft (did you mean 'learning_rate'?)"),

@@ -18,6 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 from fcft.data.when2call import PATH_KEYS
 from fcft.spec import GROUPS, RunSpec
 from fcft.spec.options import (
+    FLASH,
+    PADDING_FREE,
     TRACKINGS,
     TUNINGS,
     Accelerator,
@@ -159,6 +161,8 @@ def _across_groups(spec: RunSpec) -> None:
             "model.attn_implementation",
             "flash_attention_2 needs a CUDA GPU and the flash-attn package; use sdpa on CPU",
         )
+    if method.trains:
+        _batching(spec)
     if method.trains and spec.compute.num_processes is not None:
         spec.method.accumulation_steps(spec.compute.num_processes)  # the global batch must divide
     if spec.method.init_from is None and spec.model.path is None and not spec.model.embedded and not spec.model.hub_id:
@@ -170,6 +174,22 @@ def _across_groups(spec: RunSpec) -> None:
         key = PATH_KEYS[part]
         if getattr(spec.data, key) is None and spec.data.hub_id is None:
             fail(f"data.{key}", "is null and data.hub_id is null: give a file or a hub dataset id")
+
+
+def _batching(spec: RunSpec) -> None:
+    """method.batching=padding_free needs flash-attention, method.use_liger a GPU (the machine: preflight)."""
+    m, attention = spec.method, spec.model.attn_implementation
+    if m.batching == PADDING_FREE and (
+        attention not in FLASH + ("auto",) or spec.compute.accelerator == Accelerator.cpu
+    ):
+        where = "compute.accelerator=cpu" if spec.compute.accelerator == Accelerator.cpu else f"{attention} attention"
+        fail(
+            "method.batching",
+            f"padding_free needs flash-attention (model.attn_implementation=flash_attention_2 or auto, on a CUDA GPU "
+            f"with flash-attn installed), not {where}: use method.batching=grouped (any attention)",
+        )
+    if m.use_liger and spec.compute.accelerator == Accelerator.cpu:
+        fail("method.use_liger", "Liger kernels run on CUDA GPUs only (Triton; they fail on CPU): set it false here")
 
 
 # The keys that name files: local paths, or s3:// URIs that a SageMaker job reads as input channels.

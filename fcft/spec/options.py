@@ -44,6 +44,10 @@ class OnBadRow(Choice):
 
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+# method.batching (fcft/train/batching.py): the attention implementations padding_free needs
+PADDED, GROUPED, PADDING_FREE = "padded", "grouped", "padding_free"
+BATCHINGS = (GROUPED, PADDED, PADDING_FREE)
+FLASH = ("flash_attention_2", "flash_attention_3")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "polynomial")
 
 
@@ -116,8 +120,15 @@ class TrainerSettings(EvalOnly):
     max_grad_norm: float = 1.0
     logging_steps: int = 5
     seed: int = 42
+    # How rows become batches (fcft/train/batching.py): grouped (rows of similar length together, little padding;
+    # any attention) | padded (random order, each batch padded to its longest row) | padding_free (rows end to end,
+    # no padding; SFT with flash-attention on a CUDA GPU). padded unless a method's conf says (sft.yaml: grouped).
+    batching: str = PADDED
+    use_liger: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU): CUDA GPUs with liger-kernel installed
 
     def check(self) -> None:
+        if self.batching not in BATCHINGS:
+            fail("method.batching", f"'{self.batching}' is not one of {', '.join(BATCHINGS)}")
         if self.learning_rate <= 0:
             fail("method.learning_rate", f"must be > 0, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:

@@ -18,7 +18,7 @@ from fcft.rundir import MODEL
 from fcft.spec import RunSpec
 from fcft.spec.check import needed_parts
 from fcft.spec.eval_options import EvalBackend, GenerateSource
-from fcft.spec.options import SpecError, fail
+from fcft.spec.options import PADDING_FREE, SpecError, fail
 from fcft.spec.uris import run_id_in
 
 
@@ -31,6 +31,7 @@ def preflight(spec: RunSpec, find_run: Optional[Callable] = None) -> RunSpec:
     _data(spec)
     _tuning(spec)
     _packages(spec)
+    _machine(spec)
     return spec
 
 
@@ -169,3 +170,19 @@ def _packages(spec: RunSpec) -> None:
     uri = getattr(spec.tracking, "uri", None) or ""
     if uri.startswith("arn:") and importlib.util.find_spec("sagemaker_mlflow") is None:
         fail("tracking.uri", "a SageMaker MLflow ARN needs the sagemaker-mlflow plugin: pip install 'fcft[sagemaker]'")
+
+
+def _machine(spec: RunSpec) -> None:
+    """method.batching=padding_free and method.use_liger on this machine's device, for a run that trains here."""
+    from fcft.train.methods import get
+
+    m = spec.method
+    local = spec.launcher.get("_target_", "").startswith("launchers.local.")
+    if not (local and get(m.name).trains and (m.batching == PADDING_FREE or m.use_liger)):
+        return  # a remote job checks its own machine as it builds the trainer (fcft/train/batching.py)
+    from fcft.models import device_for
+    from fcft.train.batching import device_problem
+
+    problem = device_problem(spec, device_for(str(spec.compute.accelerator)))
+    if problem:
+        raise SpecError(problem)

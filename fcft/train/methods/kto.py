@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fcft.data.prepare import pref_dataset
-from fcft.spec.options import TrainerSettings, fail
-from fcft.train import tuning
+from fcft.spec.options import GROUPED, PADDING_FREE, TrainerSettings, fail
+from fcft.train import batching, tuning
 from fcft.train.args import common_args, resume_from
 from fcft.train.methods import Method
 from fcft.train.methods.preference import frozen_copy
@@ -49,6 +49,16 @@ class KtoSettings(TrainerSettings):
 
     def check(self) -> None:
         super().check()
+        if self.batching == PADDING_FREE:
+            fail(
+                "method.batching", "padding_free is SFT's only (TRL 1.16's KTOTrainer has none); use padded or grouped"
+            )
+        if self.batching == GROUPED and self.loss_type == "kto":
+            fail(
+                "method.batching",
+                "the kto loss pairs each row with its neighbour's answer, so it reads rows in order: use padded "
+                "(or loss_type=apo_zero_unpaired with grouped)",
+            )
         if not (self.beta > 0 and math.isfinite(self.beta)):
             fail("method.beta", f"kto needs a finite beta > 0 (TRL's default is 0.1), got {self.beta}")
         for key in ("desirable_weight", "undesirable_weight"):
@@ -100,6 +110,7 @@ def train(spec, model, tokenizer, dataset, run_dir: Path, device: str, callbacks
         undesirable_weight=m.undesirable_weight,
         loss_type=m.loss_type,
         max_length=spec.model.max_length,
+        **batching.config_args(spec, device),
     )
     trainer = _trainer_class()(
         model=model,
@@ -136,7 +147,7 @@ def _trainer_class():
                 desc=f"Mismatched KL answers for the {dataset_name} rows",
             )
 
-    return PreTokenizedKTOTrainer
+    return batching.grouping(PreTokenizedKTOTrainer)
 
 
 METHODS = (Method("kto", KtoSettings, part="train_pref", dataset=kto_dataset, train=train),)

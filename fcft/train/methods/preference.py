@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from fcft.data.prepare import pref_dataset
-from fcft.spec.options import TrainerSettings, fail
-from fcft.train import tuning
+from fcft.spec.options import PADDING_FREE, TrainerSettings, fail
+from fcft.train import batching, tuning
 from fcft.train.args import common_args, resume_from
 from fcft.train.methods import Method
 
@@ -43,6 +43,11 @@ class PreferenceSettings(TrainerSettings):
 
     def check(self) -> None:
         super().check()
+        if self.batching == PADDING_FREE:
+            fail(
+                "method.batching",
+                f"padding_free is SFT's only: TRL 1.16's DPOTrainer switches it off; use grouped for {self.name}",
+            )
         if self.beta <= 0:
             fail("method.beta", f"{self.name} needs beta > 0 (the published recipe uses 0.1), got {self.beta}")
         if not self.loss_type:
@@ -74,6 +79,7 @@ def train(spec, model, tokenizer, dataset, run_dir: Path, device: str, callbacks
         loss_type=list(m.loss_type),
         loss_weights=list(m.loss_weights) if m.loss_weights is not None else None,
         max_length=spec.model.max_length,
+        **batching.config_args(spec, device),
     )
     trainer = _trainer_class()(
         model=model,
@@ -104,7 +110,7 @@ def _trainer_class():
                 return dataset
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
-    return PreTokenizedDPOTrainer
+    return batching.grouping(PreTokenizedDPOTrainer)
 
 
 METHODS = (
