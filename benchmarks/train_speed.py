@@ -71,26 +71,10 @@ def compose_spec(batching: str, steps: int, max_length: int):
 
 
 def build_model(tokenizer, hidden: int, layers: int):
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    """eval_speed.py's random Qwen3 (the same shape rules), in float32, to train."""
+    from eval_speed import build_model as random_qwen3
 
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        num_key_value_heads=max(1, hidden // 128),
-        head_dim=64,
-        intermediate_size=3 * hidden,
-        tie_word_embeddings=True,
-        max_position_embeddings=32768,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    return Qwen3ForCausalLM(config).to(torch.float32)
+    return random_qwen3(tokenizer, hidden, layers, "float32").train()
 
 
 class Meter:

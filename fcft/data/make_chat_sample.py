@@ -27,13 +27,12 @@ tool result repeats the result's values, "What can you do?" is answered from the
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
 
 from fcft.data import SAMPLE_DIR
-from fcft.data.make_sample import CANNOT, CATALOG, OUT_OF_SCOPE, _slots
+from fcft.data.make_sample import CANNOT, CATALOG, OUT_OF_SCOPE, _slots, main, write_parts
 
 CHAT_DIR = SAMPLE_DIR / "chat"
 SIZES = {"train_sft": 240, "train_pref": 160, "test": 48}
@@ -341,18 +340,8 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
 
 
 def write(out_dir: Path = CHAT_DIR, seed: int = 0) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for part, rows in generate(seed).items():
-        path = out_dir / f"{part}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        tmp.replace(path)
-        print(f"wrote {len(rows):4d} rows to {path}")
+    write_parts(generate(seed), out_dir)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=CHAT_DIR)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    write(args.out, args.seed)
+    main(__doc__, write, CHAT_DIR)

@@ -382,8 +382,13 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
 
 
 def write(out_dir: Path = SAMPLE_DIR, seed: int = 0) -> None:
+    write_parts(generate(seed), out_dir)
+
+
+def write_parts(parts: dict, out_dir: Path) -> None:
+    """Each part's rows as out_dir/<part>.jsonl, written whole or not at all."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for part, rows in generate(seed).items():
+    for part, rows in parts.items():
         path = out_dir / f"{part}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -391,9 +396,14 @@ def write(out_dir: Path = SAMPLE_DIR, seed: int = 0) -> None:
         print(f"wrote {len(rows):4d} rows to {path}")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=SAMPLE_DIR)
+def main(doc: str, write_fn, default_out: Path) -> None:
+    """The command line of a sample generator: --out, --seed."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    write(args.out, args.seed)
+    write_fn(args.out, args.seed)
+
+
+if __name__ == "__main__":
+    main(__doc__, write, SAMPLE_DIR)
