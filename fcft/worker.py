@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, SystemExit):
             raise
         return jobs.fail(err, run_dir if (Path(run_dir) / rundir.ERROR).is_file() else None)
+    distributed.leave()
     if distributed.is_main():
         print(f"fcft: run finished in {run_dir}\n{metrics_table(metrics)}")
     return 0

@@ -32,7 +32,8 @@ import random
 from pathlib import Path
 
 from fcft.data import SAMPLE_DIR
-from fcft.data.make_sample import CANNOT, CATALOG, OUT_OF_SCOPE, _slots, main, write_parts
+from fcft.data.make_sample import CANNOT, CATALOG, OUT_OF_SCOPE, _slots
+from fcft.data.sample_files import main, write_parts
 
 CHAT_DIR = SAMPLE_DIR / "chat"
 SIZES = {"train_sft": 240, "train_pref": 160, "test": 48}

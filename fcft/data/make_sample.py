@@ -18,13 +18,13 @@ set of tools of any training row (SFT or preference); `generate` skips such cand
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import uuid
 from pathlib import Path
 
 from fcft.data import SAMPLE_DIR
+from fcft.data.sample_files import main, write_parts
 
 SIZES = {"train_sft": 480, "train_pref": 160, "test": 48}
 CATEGORIES = ("tool_call", "request_for_info", "cannot_answer")
@@ -383,26 +383,6 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
 
 def write(out_dir: Path = SAMPLE_DIR, seed: int = 0) -> None:
     write_parts(generate(seed), out_dir)
-
-
-def write_parts(parts: dict, out_dir: Path) -> None:
-    """Each part's rows as out_dir/<part>.jsonl, written whole or not at all."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for part, rows in parts.items():
-        path = out_dir / f"{part}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        tmp.replace(path)
-        print(f"wrote {len(rows):4d} rows to {path}")
-
-
-def main(doc: str, write_fn, default_out: Path) -> None:
-    """The command line of a sample generator: --out, --seed."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=default_out)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    write_fn(args.out, args.seed)
 
 
 if __name__ == "__main__":
