@@ -47,15 +47,16 @@ def generate_rows(n: int, seed: int = 0) -> list[dict]:
 
     rng = random.Random(f"bench-{seed}")
     catalog = [entry["tool"] for entry in make_sample.CATALOG]
-    rows = []
-    for _ in range(n):
-        row = make_sample._sft_row(rng)
+    rows = [make_sample._sft_row(rng) for _ in range(n)]
+    # The sample has more rows without tools than When2Call (its "no tool fits" rows): the rows with tools get
+    # more, so that the mean over all rows is the real one.
+    with_tools = sum(1 for row in rows if row["tools"]) / n
+    for row in rows:
         tools = list(row["tools"])
-        wanted = max(0, round(rng.gauss(REAL_TOOLS_PER_ROW, 1.5))) if tools else 0
+        wanted = max(1, round(rng.gauss(REAL_TOOLS_PER_ROW / with_tools, 1.5))) if tools else 0
         while len(tools) < wanted:
             tools.append(rng.choice(catalog))
         row["tools"] = [_grown(tool, rng) for tool in tools]
-        rows.append(row)
     return rows
 
 

@@ -206,7 +206,7 @@ def _template_message(message: dict) -> dict:
 
 
 def tokenize_segments(batch: dict, tokenizer, max_length: int) -> dict:
-    """Batched `datasets.map` function: segments/loss -> input_ids, completion_mask, fits; each segment is
+    """A batch of segments/loss columns -> input_ids, completion_mask, fits; each segment is
     tokenized on its own (no special tokens added: the template wrote them)."""
     flat = [text for texts in batch["segments"] for text in texts]
     ids = iter(encode.ids(tokenizer, flat))
@@ -223,7 +223,7 @@ def tokenize_segments(batch: dict, tokenizer, max_length: int) -> dict:
 
 
 def tokenize_pref(batch: dict, tokenizer, max_length: int) -> dict:
-    """Batched `datasets.map` function: prompt/chosen/rejected texts -> their ids, each tokenized on its own."""
+    """A batch of prompt/chosen/rejected texts -> their ids, each tokenized on its own."""
     n = len(batch["prompt"])
     ids = encode.ids(tokenizer, batch["prompt"] + batch["chosen"] + batch["rejected"])
     prompt, chosen, rejected = ids[:n], ids[n : 2 * n], ids[2 * n :]
