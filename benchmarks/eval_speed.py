@@ -1,7 +1,7 @@
 """When2Call MCQ evaluation speed: fcft's cached scorer against lm-evaluation-harness, same rows, same model, one run.
 
-    python benchmarks/eval_speed.py                       # the 90 real rows, qwen2_5, batch 8 rows
-    python benchmarks/eval_speed.py --format llama3_2 --hidden 512 --layers 8
+    python benchmarks/eval_speed.py                       # the 90 real rows, qwen2_5, each backend's default batch
+    python benchmarks/eval_speed.py --format llama3_2 --hidden 512 --layers 8 --batch-size 8
 
 The model is a randomly initialised Qwen3 (default: hidden 256, 4 layers, 4 heads of 64, 2 KV heads, MLP 768;
 ~3.6 M parameters with fcft's tiny 4k-vocabulary tokenizer), big enough that the forward passes, not Python,
@@ -9,6 +9,11 @@ take the time. The rows are the 90 real When2Call test rows in ../shared (prompt
 this tokenizer, ~1,360 on average; choices ~60). Both backends score all rows; the script asserts that they
 pick the same answer on every row (argmax and length-normalised) and give the same acc, acc_norm and
 macro-F1, then prints both times and the ratio.
+
+Batch: by default fcft as `eval.batch_size: null` runs it (on a CPU one row per pass: a prompt and its four
+choices) and lm-eval one request per pass, its own default and its fastest on a CPU (measured here, 2 cores:
+45 s at 1 request, 57 s at 4, 66 s at 8, 93 s at 32: longer passes spill the caches). `--batch-size N` gives
+fcft N rows per pass and lm-eval the same rows (4N requests); `--lm-eval-requests N` sets lm-eval's alone.
 """
 
 from __future__ import annotations
@@ -59,8 +64,12 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, default=REAL_ROWS, help="When2Call test rows (.jsonl)")
     parser.add_argument("--format", default="qwen2_5", help="prompt format (qwen2_5 | llama3_2 | blog)")
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="rows per forward pass (lm-eval: 4 requests per row)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per pass (lm-eval: 4 requests per row); default: as fcft runs",
     )
+    parser.add_argument("--lm-eval-requests", type=int, default=None, help="lm-eval's requests per pass")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16")
@@ -75,8 +84,10 @@ def main() -> None:
     from fcft.data import formats
     from fcft.data.prepare import mcq_item
     from fcft.data.when2call import load_part
+    from fcft.eval import memory
     from fcft.eval.lm_eval_backend import score as lm_eval_score
-    from fcft.eval.mcq import context_length, score, summarise
+    from fcft.eval.mcq import summarise
+    from fcft.eval.scorer import context_length, score
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.ensure())
     data = OmegaConf.create({"hub_id": None, "test_path": str(args.rows), "on_bad_row": "error"})
@@ -84,15 +95,17 @@ def main() -> None:
     model = build_model(tokenizer, args.hidden, args.layers, args.dtype)
     max_length = context_length(model, tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
+    rows = args.batch_size or memory.auto_rows(model, 0, 0)
+    requests = args.lm_eval_requests or (4 * args.batch_size if args.batch_size else 1)
     print(
         f"{len(items)} rows ({args.rows.name}), format {args.format}, Qwen3 {parameters / 1e6:.1f} M parameters "
-        f"(hidden {args.hidden}, {args.layers} layers, {args.dtype}), batch {args.batch_size} rows, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+        f"(hidden {args.hidden}, {args.layers} layers, {args.dtype}); per pass: fcft {rows} rows, lm-eval "
+        f"{requests} requests; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
 
-    score(model, tokenizer, items[:2], args.batch_size, max_length)  # warm-up: thread pools, kernels
-    ours, our_wall, our_cpu = timed(score, model, tokenizer, items, args.batch_size, max_length)
-    theirs, their_wall, their_cpu = timed(lm_eval_score, model, tokenizer, items, args.batch_size, max_length)
+    score(model, tokenizer, items[:2], rows, max_length)  # warm-up: thread pools, kernels
+    ours, our_wall, our_cpu = timed(score, model, tokenizer, items, rows, max_length)
+    theirs, their_wall, their_cpu = timed(lm_eval_score, model, tokenizer, items, None, max_length, requests)
 
     (our_metrics, our_samples), (their_metrics, their_samples) = summarise(items, ours), summarise(items, theirs)
     for key in ("predicted", "predicted_norm"):

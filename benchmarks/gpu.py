@@ -209,7 +209,7 @@ class Bench:
         from fcft.data import formats
         from fcft.data.prepare import mcq_item
         from fcft.data.when2call import load_part
-        from fcft.eval.mcq import context_length, score
+        from fcft.eval.scorer import context_length, score
 
         spec = self.spec("sft", "sdpa", "padded")  # the bundled sample's test rows
         rows = load_part(spec.data, "test").rows[: 8 if self.smoke else None]

@@ -11,6 +11,7 @@ from fcft.data import formats
 from fcft.data.prepare import McqItem, mcq_item, split_tokens
 from fcft.data.when2call import load_part
 from fcft.eval import mcq as evaluation
+from fcft.eval import scorer
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +56,46 @@ def test_split_moves_trailing_whitespace_into_the_continuation(tiny):
 @pytest.mark.parametrize("batch_size", [1, 3, 4])
 def test_cached_scores_equal_full_sequences_whatever_the_batch_mates(tiny, real_items, batch_size):
     model, tokenizer = tiny
-    max_length = evaluation.context_length(model, tokenizer)
-    scores = evaluation.score(model, tokenizer, real_items, batch_size=batch_size)
+    max_length = scorer.context_length(model, tokenizer)
+    scores = scorer.score(model, tokenizer, real_items, batch_size=batch_size)
     for item, lls in zip(real_items, scores):  # batch 4: prompts of 1 to ~3,600 tokens side by side
         assert lls == pytest.approx(reference(model, tokenizer, item, max_length), abs=2e-3), item.uuid
+
+
+def test_one_row_at_a_time_reuses_shared_prefixes_and_scores_as_alone(tiny, real_items):
+    """Rows sharing a prompt prefix, a prompt another row extends, a repeated prompt, a 1-token prompt: scored one
+    row per pass in token order, each equals its row scored alone from scratch."""
+    model, tokenizer = tiny
+    long, short, middle, one_token = real_items
+    shared = middle.prompt[: len(middle.prompt) // 2]
+    items = [
+        middle,
+        McqItem("same-prompt", middle.prompt, tuple(reversed(middle.choices)), 0, True),
+        McqItem("prefix-of-middle", shared, middle.choices, 1, True),
+        McqItem("shares-half", shared + "Something else entirely?\n", middle.choices, 2, True),
+        short,
+        one_token,
+    ]
+    calls = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[1]))
+    try:
+        scores = scorer.score(model, tokenizer, items, batch_size=1)
+    finally:
+        hook.remove()
+    alone = sum(len(c) + sum(map(len, cs)) for c, cs in _contexts(tokenizer, items))
+    tokens = {text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in (middle.prompt, shared)}
+    # reused: the repeated prompt whole, and the shared half by the two rows after the first that has it
+    assert alone - sum(calls) >= tokens[middle.prompt] + 2 * tokens[shared] - 4
+    max_length = scorer.context_length(model, tokenizer)
+    for item, lls in zip(items, scores):
+        assert lls == pytest.approx(reference(model, tokenizer, item, max_length), abs=2e-3), item.uuid
+
+
+def _contexts(tokenizer, items):
+    """(prompt ids, choices' ids) per item: what scoring each row on its own computes."""
+    for item in items:
+        pairs = split_tokens(tokenizer, [item.prompt] * len(item.choices), list(item.choices))
+        yield pairs[0][0], [c for _, c in pairs]
 
 
 def test_long_rows_lose_tokens_from_the_left_as_lm_eval_cuts_them(tiny, real_items):
@@ -70,13 +107,13 @@ def test_long_rows_lose_tokens_from_the_left_as_lm_eval_cuts_them(tiny, real_ite
         len(c) for _, c in split_tokens(tokenizer, *zip(*[(i.prompt, c) for i in items for c in i.choices]))
     )
     max_length = longest_choice + 40  # every prompt gets cut, each choice's differently
-    scores = evaluation.score(model, tokenizer, items, batch_size=3, max_length=max_length)
+    scores = scorer.score(model, tokenizer, items, batch_size=3, max_length=max_length)
     for item, lls in zip(items, scores):
         assert lls == pytest.approx(reference(model, tokenizer, item, max_length), abs=2e-3), item.uuid
     for ours, theirs in zip(scores, lm_eval_backend.score(model, tokenizer, items, 3, max_length)):
         assert ours == pytest.approx(theirs, abs=2e-3)
     with pytest.raises(ValueError, match="alone is .* tokens, longer than the model's maximum length 20"):
-        evaluation.score(model, tokenizer, items, max_length=20)
+        scorer.score(model, tokenizer, items, max_length=20)
 
 
 def test_models_without_full_attention_and_empty_prompts_are_refused(tiny, real_items):
@@ -85,7 +122,7 @@ def test_models_without_full_attention_and_empty_prompts_are_refused(tiny, real_
     model, tokenizer = tiny
     empty = McqItem("empty", " \n", real_items[0].choices, 1, True)
     with pytest.raises(ValueError, match="test row empty: the prompt is empty"):
-        evaluation.score(model, tokenizer, [empty])
+        scorer.score(model, tokenizer, [empty])
     config = AutoConfig.for_model(
         **{
             **model.config.to_dict(),
@@ -97,7 +134,7 @@ def test_models_without_full_attention_and_empty_prompts_are_refused(tiny, real_
     )
     sliding = AutoModelForCausalLM.from_config(config)
     with pytest.raises(ValueError, match="sliding-window .* use eval.backend=lm_eval"):
-        evaluation.score(sliding, tokenizer, real_items[:1])
+        scorer.score(sliding, tokenizer, real_items[:1])
 
 
 def test_samples_and_metrics_follow_the_per_row_scores(tiny, real_items):
@@ -122,7 +159,7 @@ def test_samples_and_metrics_follow_the_per_row_scores(tiny, real_items):
     assert sum(sum(row.values()) for row in metrics["confusion"].values()) == len(samples)
 
 
-def test_eager_attention_gets_the_same_scores_and_a_cpu_gets_the_cpu_batch(tiny_dir, tiny, real_items):
+def test_eager_attention_gets_the_same_scores_and_a_cpu_scores_a_row_at_a_time(tiny_dir, tiny, real_items):
     """The packed continuations' 4-D mask in eager attention's additive form; batch_size None on a CPU."""
     from transformers import AutoModelForCausalLM
 
@@ -130,9 +167,9 @@ def test_eager_attention_gets_the_same_scores_and_a_cpu_gets_the_cpu_batch(tiny_
 
     _, tokenizer = tiny
     eager = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="eager")
-    assert evaluation._mask_dtype(eager) == torch.float32
-    max_length = evaluation.context_length(eager, tokenizer)
+    assert scorer._mask_dtype(eager) == torch.float32
+    max_length = scorer.context_length(eager, tokenizer)
     items = real_items[1:]  # the longest prompt's ~3,600 x 3,600 eager scores would only slow the test
     assert memory.auto_rows(eager, 3600, 240) == memory.CPU_ROWS
-    for item, lls in zip(items, evaluation.score(eager, tokenizer, items, batch_size=None)):
+    for item, lls in zip(items, scorer.score(eager, tokenizer, items, batch_size=None)):
         assert lls == pytest.approx(reference(eager, tokenizer, item, max_length), abs=2e-3), item.uuid

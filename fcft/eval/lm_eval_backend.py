@@ -65,15 +65,18 @@ def write_task(items: list[McqItem], directory: Path) -> Path:
     return path
 
 
-def score(model, tokenizer, items: list[McqItem], batch_size: int | None, max_length: int) -> list[list[float]]:
-    """Per item, the 4 log-likelihoods lm-eval computes (in item order), checked against lm-eval's own metrics."""
-    loglikelihoods, reported = run(model, tokenizer, items, batch_size, max_length)
+def score(
+    model, tokenizer, items: list[McqItem], batch_size: int | None, max_length: int, requests: int | None = None
+) -> list[list[float]]:
+    """Per item, the 4 log-likelihoods lm-eval computes (in item order), checked against lm-eval's own metrics.
+    `requests` per pass, when given, instead of `batch_size` rows (4 requests each)."""
+    loglikelihoods, reported = run(model, tokenizer, items, batch_size, max_length, requests)
     _check_reported(reported, items, loglikelihoods)
     return loglikelihoods
 
 
 def run(
-    model, tokenizer, items: list[McqItem], batch_size: int | None, max_length: int
+    model, tokenizer, items: list[McqItem], batch_size: int | None, max_length: int, requests: int | None = None
 ) -> tuple[list[list[float]], dict]:
     """(per-item log-likelihoods, lm-eval's own {"acc", "acc_norm"}) from one `simple_evaluate` of the items."""
     try:
@@ -89,7 +92,7 @@ def run(
         lm = HFLM(
             pretrained=model,
             tokenizer=tokenizer,
-            batch_size=_requests_per_batch(model, batch_size),
+            batch_size=requests or _requests_per_batch(model, batch_size),
             max_length=max_length,
             add_bos_token=False,
             softmax_dtype=torch.float32,

@@ -11,7 +11,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-CPU_ROWS = 8  # on a CPU more rows per pass buy little: the matrix products already fill the cores
+CPU_ROWS = 1  # on a CPU a row's prompt already fills the cores; more rows per pass spill the caches (slower)
 MOST_ROWS = 256
 HEADROOM = 0.8  # of the free memory; the rest absorbs the allocator's fragmentation and what the estimate misses
 
