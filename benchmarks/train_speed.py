@@ -8,15 +8,19 @@ Variants, each on a freshly built copy of the same randomly initialised Qwen3 (d
 rows (the bundled sample's 480 SFT rows in the qwen2_5 format, input_ids + completion_mask as fcft prepares them;
 146-427 tokens, 259 on average), batch 8, no gradient accumulation, seed 42:
 
-- trl:          a plain TRL script: SFTConfig + SFTTrainer on the tokenized rows, activation_checkpointing=False
+- trl:          a plain TRL script: SFTConfig + SFTTrainer on the tokenized rows, activation_checkpointing=False,
+                bf16=False (float32 as fcft's spec here)
 - fcft padded:  fcft.train.methods.sft.train with method.batching=padded (random order, as TRL)
 - fcft grouped: the same with method.batching=grouped (fcft's default: rows of similar length batched together)
-- trl default:  (--trl-default) the plain script with SFTConfig's own default, activation checkpointing ON
+- trl default:  (--trl-default) the plain script with SFTConfig's own defaults: activation checkpointing ON and
+                bf16 mixed precision ON (autocast, on a CPU too)
 
 Activation checkpointing: TRL's SFTConfig turns it on by default (`gradient_checkpointing=True`, transformers 5's
 `activation_checkpointing`), recomputing each layer's activations in the backward pass; fcft's spec has
-method.gradient_checkpointing false, so fcft does not recompute. The plain script sets it off too, so both do the
-same work; --trl-default times TRL's default beside them.
+method.gradient_checkpointing false, so fcft does not recompute. Precision: SFTConfig also defaults to bf16=True,
+bf16 autocast around a float32 model, on a CPU as on a GPU; fcft trains in model.dtype (float32 for this model:
+bf16=False). The plain script sets both off, so both do the same work; --trl-default times TRL's defaults beside
+them.
 
 The variants run one after another in rounds, the order reversed each round (trl, padded, grouped, then grouped,
 padded, trl) so that a drift in the machine's load hits them alike. Per variant the first step is a warm-up and not
@@ -107,7 +111,7 @@ class Meter:
         return Clock()
 
 
-def run_trl(model, tokenizer, dataset, out: str, steps: int, max_length: int, meter: Meter, checkpointing: bool):
+def run_trl(model, tokenizer, dataset, out: str, steps: int, max_length: int, meter: Meter, defaults: bool):
     """The plain TRL script: what a user would write for the same rows and settings."""
     from trl import SFTConfig, SFTTrainer
 
@@ -117,7 +121,8 @@ def run_trl(model, tokenizer, dataset, out: str, steps: int, max_length: int, me
         per_device_train_batch_size=BATCH,
         gradient_accumulation_steps=1,
         learning_rate=LEARNING_RATE,
-        activation_checkpointing=checkpointing,  # SFTConfig's default is True
+        activation_checkpointing=defaults,  # SFTConfig's default is True
+        bf16=defaults,  # SFTConfig's default is True (autocast); fcft: the model's dtype, float32 here
         max_length=max_length,
         completion_only_loss=True,
         eos_token=tokenizer.eos_token,
@@ -148,7 +153,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--max-length", type=int, default=4096)
-    parser.add_argument("--trl-default", action="store_true", help="also time TRL with its default checkpointing")
+    parser.add_argument("--trl-default", action="store_true", help="also time TRL with its defaults (see above)")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -175,17 +180,17 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
-        "activation checkpointing: OFF in every variant below but 'trl default' (TRL's SFTConfig defaults it ON; "
-        "fcft's method.gradient_checkpointing is false)"
+        "activation checkpointing and bf16 autocast: OFF in every variant below but 'trl default' (TRL's SFTConfig "
+        "defaults both ON; fcft's method.gradient_checkpointing is false, its precision the model's float32)"
     )
 
     variants = {
-        "trl": lambda *a: run_trl(*a, checkpointing=False),
+        "trl": lambda *a: run_trl(*a, defaults=False),
         "fcft padded": lambda *a: run_fcft("padded", *a),
         "fcft grouped": lambda *a: run_fcft("grouped", *a),
     }
     if args.trl_default:
-        variants["trl default"] = lambda *a: run_trl(*a, checkpointing=True)
+        variants["trl default"] = lambda *a: run_trl(*a, defaults=True)
     meters = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="fcft-train-speed-") as tmp:
         for round_ in range(args.rounds):
