@@ -1,12 +1,12 @@
 """When2Call MCQ evaluation speed: fcft's cached scorer against lm-evaluation-harness, same rows, same model, one run.
 
-    python benchmarks/eval_speed.py                       # the 90 real rows, qwen2_5, each backend's default batch
+    python benchmarks/eval_speed.py                       # the 90 real rows, qwen2_5, each backend at its fastest
     python benchmarks/eval_speed.py --format llama3_2 --hidden 512 --layers 8 --batch-size 8
 
 The model is a randomly initialised Qwen3 (default: hidden 256, 4 layers, 4 heads of 64, 2 KV heads, MLP 768;
 ~3.6 M parameters with fcft's tiny 4k-vocabulary tokenizer), big enough that the forward passes, not Python,
 take the time. The rows are the 90 real When2Call test rows in ../shared (prompts of ~160-3,600 tokens with
-this tokenizer, ~1,360 on average; choices ~60). Both backends score all rows; the script asserts that they
+this tokenizer, ~1,394 on average; choices ~60). Both backends score all rows; the script asserts that they
 pick the same answer on every row (argmax and length-normalised) and give the same acc, acc_norm and
 macro-F1, then prints both times and the ratio.
 
