@@ -123,13 +123,16 @@ def problem(directory: Path) -> Optional[str]:
             return f"{name} is missing"
         if name not in record:
             return f"{MANIFEST} doesn't list {name}"
-        size, expected = path.stat().st_size, record[name].get("bytes")
-        if size != expected:
-            return f"{name} has {size} bytes, its build wrote {expected}" + (
-                " (truncated)" if isinstance(expected, int) and size < expected else ""
-            )
-        if _sha256(path) != record[name].get("sha256"):
-            return f"{name} differs from what its build wrote (SHA-256)"
+        try:  # another process may be setting the directory aside meanwhile
+            size, expected = path.stat().st_size, record[name].get("bytes")
+            if size != expected:
+                return f"{name} has {size} bytes, its build wrote {expected}" + (
+                    " (truncated)" if isinstance(expected, int) and size < expected else ""
+                )
+            if _sha256(path) != record[name].get("sha256"):
+                return f"{name} differs from what its build wrote (SHA-256)"
+        except OSError as err:
+            return f"{name} is unreadable: {err}"
     return None
 
 

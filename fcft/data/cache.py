@@ -182,7 +182,10 @@ def _load(target: Path) -> tuple[Optional[tuple[object, dict]], str]:
         path = target / relative
         if not path.is_file():
             return None, f"{relative} is missing"
-        found = _stamp(path)
+        try:
+            found = _stamp(path)
+        except OSError as err:  # another process may be setting the entry aside meanwhile
+            return None, f"{relative} is unreadable: {err}"
         if found["bytes"] != expected.get("bytes"):
             return None, f"{relative} has {found['bytes']} bytes, {expected.get('bytes')} were written"
         if found != expected:
