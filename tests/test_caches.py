@@ -121,33 +121,30 @@ def test_two_builders_of_a_broken_tiny_model_build_it_once(tiny_dir, own_cache, 
     assert tiny.problem(target) is None and not _leftovers(own_cache)
 
 
+def _set_aside_on_first_read(read, directory, aside):
+    """`read`, but its first call renames `directory` to `aside` first: another process setting it aside."""
+
+    def reading(path):
+        if directory.exists():
+            directory.rename(aside)
+        return read(path)
+
+    return reading
+
+
 def test_an_entry_set_aside_while_it_is_checked_is_a_problem_not_a_crash(tiny_dir, tmp_path, monkeypatch):
     """Another process renames a broken entry away (to rebuild it) while this one hashes its files: the check
     outside the lock reports it, and the caller takes the lock and looks again."""
     target = tmp_path / tiny_dir.name
     shutil.copytree(tiny_dir, target)
-    real_sha256 = tiny._sha256
-
-    def set_aside_meanwhile(path):
-        if target.exists():
-            target.rename(tmp_path / "aside")
-        return real_sha256(path)
-
-    monkeypatch.setattr(tiny, "_sha256", set_aside_meanwhile)
+    monkeypatch.setattr(tiny, "_sha256", _set_aside_on_first_read(tiny._sha256, target, tmp_path / "aside"))
     assert re.fullmatch(r"\S+ is unreadable: .*No such file.*", tiny.problem(target))
 
 
 def test_a_data_entry_set_aside_while_it_is_checked_is_a_problem_not_a_crash(own_cache, tokenizer, rows, monkeypatch):
     sft_dataset(rows, formats.QWEN2_5, tokenizer, 1024)
     [entry] = cache.data_dir().iterdir()
-    real_stamp = cache._stamp
-
-    def set_aside_meanwhile(path):
-        if entry.exists():
-            entry.rename(own_cache / "aside")
-        return real_stamp(path)
-
-    monkeypatch.setattr(cache, "_stamp", set_aside_meanwhile)
+    monkeypatch.setattr(cache, "_stamp", _set_aside_on_first_read(cache._stamp, entry, own_cache / "aside"))
     loaded, problem = cache._load(entry)
     assert loaded is None and re.fullmatch(r"\S+ is unreadable: .*No such file.*", problem)
 
