@@ -84,7 +84,6 @@ def main() -> None:
     from fcft.data import formats
     from fcft.data.prepare import mcq_item
     from fcft.data.when2call import load_part
-    from fcft.eval import memory
     from fcft.eval.lm_eval_backend import score as lm_eval_score
     from fcft.eval.mcq import summarise
     from fcft.eval.scorer import context_length, score
@@ -95,12 +94,12 @@ def main() -> None:
     model = build_model(tokenizer, args.hidden, args.layers, args.dtype)
     max_length = context_length(model, tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
-    rows = args.batch_size or memory.auto_rows(model, 0, 0)
+    rows = args.batch_size  # None: fcft's eval.batch_size null (1 row on a CPU, from free memory on a GPU)
     requests = args.lm_eval_requests or (4 * args.batch_size if args.batch_size else 1)
     print(
         f"{len(items)} rows ({args.rows.name}), format {args.format}, Qwen3 {parameters / 1e6:.1f} M parameters "
-        f"(hidden {args.hidden}, {args.layers} layers, {args.dtype}); per pass: fcft {rows} rows, lm-eval "
-        f"{requests} requests; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+        f"(hidden {args.hidden}, {args.layers} layers, {args.dtype}); per pass: fcft {rows or 'default'} rows, "
+        f"lm-eval {requests} requests; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
 
     score(model, tokenizer, items[:2], rows, max_length)  # warm-up: thread pools, kernels

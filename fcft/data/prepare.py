@@ -334,12 +334,12 @@ def _tokenized(part: _Part, rows: list[dict], fmt, tokenizer, max_length: int, f
     tables = []
     with tqdm(total=len(texts), unit=" examples", desc=f"Tokenizing {part.name} rows ({fmt.name})") as bar:
         for start in range(0, len(texts), _BATCH):
-            batch = {key: [e[key] for e in texts[start : start + _BATCH]] for key in texts[0]}
-            table = part.tokenize(batch, tokenizer=tokenizer, max_length=max_length)
+            chunk = texts[start : start + _BATCH]
+            table = part.tokenize({key: [e[key] for e in chunk] for key in chunk[0]}, tokenizer, max_length)
             table = table if isinstance(table, pa.Table) else _table(**table)
             if not pc.all(table["fits"]).as_py():
                 table = table.filter(table["fits"])
             tables.append(table.drop_columns(["fits"]).cast(features.arrow_schema))
-            bar.update(len(batch[next(iter(batch))]))
+            bar.update(len(chunk))
     table = InMemoryTable(pa.concat_tables(tables))
     return Dataset(table, info=DatasetInfo(features=features), fingerprint=fingerprint), len(texts)
