@@ -173,3 +173,72 @@ def test_eager_attention_gets_the_same_scores_and_a_cpu_scores_a_row_at_a_time(t
     assert memory.auto_rows(eager, 3600, 240) == memory.CPU_ROWS
     for item, lls in zip(items, scorer.score(eager, tokenizer, items, batch_size=None)):
         assert lls == pytest.approx(reference(eager, tokenizer, item, max_length), abs=2e-3), item.uuid
+
+
+@pytest.fixture
+def two_torch_threads():
+    """torch on two threads (as on a 2-core CPU outside the suite's workers), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _scorer_threads() -> set[str]:
+    import threading
+
+    return {t.name for t in threading.enumerate() if t.name.startswith("fcft-scorer")}
+
+
+def test_a_cpu_scores_rows_side_by_side_as_one_row_at_a_time(tiny, real_items, two_torch_threads):
+    """batch_size None on a CPU with two torch threads: two rows at once, one per thread, each run of rows in
+    token order; every row's numbers equal those of one row per pass on both threads, and torch's threads are
+    restored after."""
+    model, tokenizer = tiny
+    names = []
+    hook = model.model.embed_tokens.register_forward_hook(
+        lambda m, args, out: names.append(__import__("threading").current_thread().name)
+    )
+    try:
+        side_by_side = scorer.score(model, tokenizer, real_items, batch_size=None)
+        assert torch.get_num_threads() == 2
+        one_at_a_time = scorer.score(model, tokenizer, real_items, batch_size=1)
+    finally:
+        hook.remove()
+    assert set(names) >= {"fcft-scorer-0", "fcft-scorer-1", "MainThread"}
+    assert _scorer_threads() == set()
+    for item, ours, alone in zip(real_items, side_by_side, one_at_a_time):
+        assert ours == pytest.approx(alone, abs=1e-4), item.uuid
+
+
+def test_an_error_in_a_side_by_side_row_reaches_the_caller(tiny, real_items, two_torch_threads):
+    model, tokenizer = tiny
+
+    def fail_in_second_worker(module, args, out):
+        if __import__("threading").current_thread().name == "fcft-scorer-1":
+            raise RuntimeError("out of memory in row two")
+
+    hook = model.model.embed_tokens.register_forward_hook(fail_in_second_worker)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory in row two"):
+            scorer.score(model, tokenizer, real_items, batch_size=None)
+    finally:
+        hook.remove()
+    assert torch.get_num_threads() == 2
+    assert _scorer_threads() == set()
+
+
+@pytest.mark.parametrize(
+    ("weights", "parts", "expected"),
+    [
+        ([5, 1, 1, 1, 1, 1, 5, 1], 2, [[5, 1, 1, 1], [1, 1, 5, 1]]),
+        ([1, 1, 1], 5, [[1], [1], [1]]),
+        ([9, 1, 1], 3, [[9], [1], [1]]),
+        ([1, 1, 1, 1], 1, [[1, 1, 1, 1]]),
+        ([], 2, []),
+    ],
+)
+def test_rows_are_cut_in_order_into_runs_of_about_equal_work(weights, parts, expected):
+    from fcft.eval.side_by_side import contiguous_parts
+
+    assert contiguous_parts(weights, parts, weight=lambda w: w) == expected

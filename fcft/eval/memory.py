@@ -1,8 +1,10 @@
 """How many rows the MCQ scorer runs per forward pass when eval.batch_size is null: on a GPU, as many as its free
-memory holds (estimated from the model's shape and the longest rows); elsewhere `CPU_ROWS`.
+memory holds (estimated from the model's shape and the longest rows); elsewhere `CPU_ROWS`, and on a CPU as many
+such passes side by side as it has cores (torch's threads) and its free memory holds.
 
 `rows_per_batch` is the estimate, a pure function of numbers (testable without a GPU); `auto_rows` reads the
-free memory with `torch.cuda.mem_get_info` and the row lengths from the scorer's groups.
+free memory with `torch.cuda.mem_get_info` and the row lengths from the scorer's groups; `cpu_workers` reads the
+host's available memory.
 """
 
 from __future__ import annotations
@@ -49,6 +51,21 @@ def rows_per_batch(
     )
     per_row = cache + max(prompt_pass, continuation_pass)
     return max(1, min(MOST_ROWS, int(free_bytes * HEADROOM) // per_row))
+
+
+def cpu_workers(model, prompt_tokens: int, continuation_tokens: int) -> int:
+    """Rows scored side by side on a CPU, one per core: torch's thread count, at most as many rows as the host's
+    available memory holds (`rows_per_batch`); 1 for a model off the CPU."""
+    import psutil
+    import torch
+
+    if next(model.parameters()).device.type != "cpu":
+        return 1
+    dtype_bytes = model.get_input_embeddings().weight.element_size()
+    eager = getattr(model.config, "_attn_implementation", None) == "eager"
+    free = psutil.virtual_memory().available
+    fits = rows_per_batch(model.config, prompt_tokens, continuation_tokens, dtype_bytes, free, eager)
+    return max(1, min(torch.get_num_threads(), fits))
 
 
 def auto_rows(model, prompt_tokens: int, continuation_tokens: int) -> int:
