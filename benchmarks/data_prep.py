@@ -6,7 +6,7 @@ per-row baseline measured in the same run.
 
 The rows come from fcft.data.make_sample's generator, with tools grown to When2Call's real sizes (the 90
 real test rows average 3.3 tools and ~2,900 characters of tool JSON per row). The tokenizer is fcft's tiny
-one (byte-level BPE, Qwen2 pre-tokenizer, 4k vocabulary: no hub needed; it cuts text into more tokens
+one (byte-level BPE, Qwen2 pre-tokenizer, 1,685-token vocabulary: no hub needed; it cuts text into more tokens
 than Qwen's 151k vocabulary, so it is the slower case). Timed:
 
 - load:   write the rows to a .jsonl, read and validate them (`load_part`)

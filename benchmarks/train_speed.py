@@ -4,7 +4,7 @@
     python benchmarks/train_speed.py --steps 20 --rounds 3 --hidden 512 --trl-default
 
 Variants, each on a freshly built copy of the same randomly initialised Qwen3 (default: 6 layers, hidden 256,
-4 heads of 64, 2 KV heads, MLP 768, float32, sdpa; fcft's tiny 4k-vocabulary tokenizer) and the same tokenized
+4 heads of 64, 2 KV heads, MLP 768, float32, sdpa; fcft's tiny 1,685-token vocabulary) and the same tokenized
 rows (the bundled sample's 480 SFT rows in the qwen2_5 format, input_ids + completion_mask as fcft prepares them;
 146-427 tokens, 259 on average), batch 8, no gradient accumulation, seed 42:
 

@@ -228,17 +228,38 @@ def test_an_error_in_a_side_by_side_row_reaches_the_caller(tiny, real_items, two
     assert _scorer_threads() == set()
 
 
-@pytest.mark.parametrize(
-    ("weights", "parts", "expected"),
-    [
-        ([5, 1, 1, 1, 1, 1, 5, 1], 2, [[5, 1, 1, 1], [1, 1, 5, 1]]),
-        ([1, 1, 1], 5, [[1], [1], [1]]),
-        ([9, 1, 1], 3, [[9], [1], [1]]),
-        ([1, 1, 1, 1], 1, [[1, 1, 1, 1]]),
-        ([], 2, []),
-    ],
-)
-def test_rows_are_cut_in_order_into_runs_of_about_equal_work(weights, parts, expected):
-    from fcft.eval.side_by_side import contiguous_parts
+def test_rows_that_reuse_prefixes_stay_together_when_scored_side_by_side():
+    """Rows in token order are cut only where a row reuses nothing of the row before (less than half its prompt
+    shared), so scoring the runs apart computes what one pass over all of them computes."""
 
-    assert contiguous_parts(weights, parts, weight=lambda w: w) == expected
+    def group(item, context):
+        return scorer._Group(item, [0], context, [[1]])
+
+    a = group(0, [1] * 10 + [2] * 10)
+    b = group(1, [1] * 10 + [2] * 10 + [3] * 2)  # shares 19 of its 21 prompt tokens with a: reuses them
+    c = group(2, [1] * 10 + [5] * 30)  # shares 10 of 39: too few, a pass from scratch
+    d = group(3, [1] * 10 + [5] * 30 + [6])  # shares 39 of 40 with c
+    e = group(4, [7] * 5)
+    assert scorer._families([a, b, c, d, e]) == [[a, b], [c, d], [e]]
+
+
+def test_workers_take_the_next_part_as_they_come_free(two_torch_threads):
+    import threading
+    import time
+
+    from fcft.eval import side_by_side
+
+    names = []
+
+    def work(part):
+        for x in part:
+            time.sleep(0.05)
+            names.append(threading.current_thread().name)
+            yield x
+
+    assert sorted(side_by_side.run(work, [[1, 2, 3], [4], [5, 6], [7]], workers=2)) == [1, 2, 3, 4, 5, 6, 7]
+    assert set(names) == {"fcft-scorer-0", "fcft-scorer-1"}
+    assert torch.get_num_threads() == 2
+    names.clear()
+    assert list(side_by_side.run(work, [[1, 2], [3]], workers=1)) == [1, 2, 3]  # one worker: here, in order
+    assert set(names) == {"MainThread"}

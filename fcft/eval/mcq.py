@@ -34,7 +34,7 @@ def evaluate(
     seed: int = 0,
 ) -> tuple[dict, list[dict]]:
     """(metrics, samples) for the items; samples hold one dict per item in input order. batch_size None: rows
-    per pass from the GPU's free memory (`fcft.eval.memory`), 1 on a CPU."""
+    per pass from the GPU's free memory (`fcft.eval.memory`); on a CPU 1, on each core side by side."""
     max_length = context_length(model, tokenizer)
     if backend == "lm_eval":
         from fcft.eval import lm_eval_backend

@@ -2,9 +2,9 @@
 splitting one row's matrix products (torch's intra-op threads split a row's small products poorly: on fcft's
 benchmark two cores on one row took ~15% more CPU time than one core each on its own row).
 
-`contiguous_parts` cuts the rows, in the order the scorer wants them (token order, so that neighbours share
-prompt prefixes), into runs of about equal work; `run` runs a generator over each run in its own thread, torch
-on one intra-op thread meanwhile, and yields what they yield as it comes.
+`run` hands out parts of the work (the scorer's runs of rows that share prompt prefixes, longest first) to
+worker threads as they come free, torch on one intra-op thread meanwhile, and yields what they yield as it
+comes.
 """
 
 from __future__ import annotations
@@ -18,23 +18,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def contiguous_parts(items: list[T], parts: int, weight: Callable[[T], int]) -> list[list[T]]:
-    """`items` cut, in order, into at most `parts` non-empty runs of about equal total weight."""
-    parts = max(1, min(parts, len(items)))
-    total = sum(weight(item) for item in items)
-    runs, current, done = [], [], 0
-    for index, item in enumerate(items):
-        current.append(item)
-        done += weight(item)
-        left_items, left_runs = len(items) - index - 1, parts - len(runs) - 1
-        if left_runs and (done >= total * (len(runs) + 1) / parts or left_items == left_runs):
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
-
-
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
@@ -43,39 +26,49 @@ class _Failed:
 _FINISHED = object()
 
 
-def run(work: Callable[[list[T]], Iterator[R]], parts: list[list[T]]) -> Iterator[R]:
-    """What `work(part)` yields for every part, each part in its own thread (in inference mode: grad mode is per
-    thread) while torch runs each operation on one thread; torch's thread count is restored after. A single part
-    (or none) runs here, in this thread. The first error in a worker is raised here; closing the iterator (or an error)
-    stops the workers after their current item."""
+def run(work: Callable[[T], Iterator[R]], parts: list[T], workers: int) -> Iterator[R]:
+    """What `work(part)` yields for every part, in `workers` threads (in inference mode: grad mode is per thread)
+    that each take the next part in the given order when done with one, while torch runs each operation on one
+    thread; torch's thread count is restored after. One worker (or one part) runs here, in this thread. The first
+    error in a worker is raised here; closing the iterator (or an error) stops the workers after their current
+    item."""
     import torch
 
-    if len(parts) < 2:
+    workers = min(workers, len(parts))
+    if workers < 2:
         for part in parts:
             yield from work(part)
         return
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for part in parts:
+        todo.put(part)
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
 
-    def worker(part: list[T]) -> None:
+    def worker() -> None:
         try:
             with torch.inference_mode():
-                for result in work(part):
-                    results.put(result)
-                    if stop.is_set():
+                while not stop.is_set():
+                    try:
+                        part = todo.get_nowait()
+                    except queue.Empty:
                         return
+                    for result in work(part):
+                        results.put(result)
+                        if stop.is_set():
+                            return
         except BaseException as error:  # raised again in the caller's thread
             results.put(_Failed(error))
         finally:
             results.put(_FINISHED)
 
     threads = torch.get_num_threads()
-    workers = [threading.Thread(target=worker, args=(part,), name=f"fcft-scorer-{i}") for i, part in enumerate(parts)]
+    pool = [threading.Thread(target=worker, name=f"fcft-scorer-{i}") for i in range(workers)]
     torch.set_num_threads(1)
     try:
-        for thread in workers:
+        for thread in pool:
             thread.start()
-        running = len(workers)
+        running = len(pool)
         while running:
             result = results.get()
             if result is _FINISHED:
@@ -86,6 +79,6 @@ def run(work: Callable[[list[T]], Iterator[R]], parts: list[list[T]]) -> Iterato
                 yield result
     finally:
         stop.set()
-        for thread in workers:
+        for thread in pool:
             thread.join()
         torch.set_num_threads(threads)

@@ -92,7 +92,8 @@ class EvalSpec:
     enabled: bool = True
     format: Optional[str] = None  # prompt format of the MCQ items; null = the training format
     limit: Optional[int] = None  # first N test rows
-    # rows (prompts) per forward pass (lm_eval: 4 requests per row); null: from the free memory on a GPU, 1 on a CPU
+    # rows (prompts) per forward pass (lm_eval: 4 requests per row); null: from the free memory on a GPU; on a CPU
+    # 1, on each core side by side
     batch_size: Optional[int] = None
     backend: EvalBackend = EvalBackend.fcft
     write_requests: bool = False  # also write eval/requests.jsonl: per row uuid, prompt, choices, gold index
