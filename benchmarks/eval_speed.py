@@ -78,8 +78,7 @@ class Work:
     LM head (thread-safe: one tuple appended per call)."""
 
     def __init__(self, model):
-        self.model, self.calls, self.hooks = model, [], []
-        self.logit_rows = []
+        self.model, self.calls, self.logit_rows, self.hooks = model, [], [], []
 
     def __enter__(self):
         attention = self.model.model.layers[0].self_attn
@@ -105,17 +104,20 @@ class Work:
             pairs = q * mask.shape[-1]
         self.calls.append((batch * q, batch * pairs))
 
+    def totals(self) -> tuple[int, int, int]:
+        """(tokens through the layers, rows of logits, attention pairs)."""
+        return sum(c[0] for c in self.calls), sum(self.logit_rows), sum(c[1] for c in self.calls)
+
     def flops(self) -> float:
         config = self.model.config
+        tokens, logit_rows, pairs = self.totals()
         layers = sum(p.numel() for p in self.model.model.layers.parameters())
         per_pair = 4 * config.num_attention_heads * config.head_dim * config.num_hidden_layers
-        tokens, pairs = sum(c[0] for c in self.calls), sum(c[1] for c in self.calls)
-        logits = 2 * config.hidden_size * config.vocab_size * sum(self.logit_rows)
-        return 2 * layers * tokens + logits + per_pair * pairs
+        return 2 * layers * tokens + 2 * config.hidden_size * config.vocab_size * logit_rows + per_pair * pairs
 
     def __str__(self) -> str:
-        tokens, pairs = sum(c[0] for c in self.calls), sum(c[1] for c in self.calls)
-        return f"{tokens:,} tokens, {sum(self.logit_rows):,} logit rows, {pairs:,} attention pairs"
+        tokens, logit_rows, pairs = self.totals()
+        return f"{tokens:,} tokens, {logit_rows:,} logit rows, {pairs:,} attention pairs"
 
 
 def main() -> None:

@@ -3,6 +3,9 @@ prompt lengths and the truncation."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -185,8 +188,6 @@ def two_torch_threads():
 
 
 def _scorer_threads() -> set[str]:
-    import threading
-
     return {t.name for t in threading.enumerate() if t.name.startswith("fcft-scorer")}
 
 
@@ -197,7 +198,7 @@ def test_a_cpu_scores_rows_side_by_side_as_one_row_at_a_time(tiny, real_items, t
     model, tokenizer = tiny
     names = []
     hook = model.model.embed_tokens.register_forward_hook(
-        lambda m, args, out: names.append(__import__("threading").current_thread().name)
+        lambda m, args, out: names.append(threading.current_thread().name)
     )
     try:
         side_by_side = scorer.score(model, tokenizer, real_items, batch_size=None)
@@ -215,7 +216,7 @@ def test_an_error_in_a_side_by_side_row_reaches_the_caller(tiny, real_items, two
     model, tokenizer = tiny
 
     def fail_in_second_worker(module, args, out):
-        if __import__("threading").current_thread().name == "fcft-scorer-1":
+        if threading.current_thread().name == "fcft-scorer-1":
             raise RuntimeError("out of memory in row two")
 
     hook = model.model.embed_tokens.register_forward_hook(fail_in_second_worker)
@@ -244,9 +245,6 @@ def test_rows_that_reuse_prefixes_stay_together_when_scored_side_by_side():
 
 
 def test_workers_take_the_next_part_as_they_come_free(two_torch_threads):
-    import threading
-    import time
-
     from fcft.eval import side_by_side
 
     names = []

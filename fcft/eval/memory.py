@@ -55,16 +55,13 @@ def rows_per_batch(
 
 def cpu_workers(model, prompt_tokens: int, continuation_tokens: int) -> int:
     """Rows scored side by side on a CPU, one per core: torch's thread count, at most as many rows as the host's
-    available memory holds (`rows_per_batch`); 1 for a model off the CPU."""
+    available memory holds; 1 for a model off the CPU."""
     import psutil
     import torch
 
     if next(model.parameters()).device.type != "cpu":
         return 1
-    dtype_bytes = model.get_input_embeddings().weight.element_size()
-    eager = getattr(model.config, "_attn_implementation", None) == "eager"
-    free = psutil.virtual_memory().available
-    fits = rows_per_batch(model.config, prompt_tokens, continuation_tokens, dtype_bytes, free, eager)
+    fits = _rows_that_fit(model, prompt_tokens, continuation_tokens, psutil.virtual_memory().available)
     return max(1, min(torch.get_num_threads(), fits))
 
 
@@ -76,9 +73,7 @@ def auto_rows(model, prompt_tokens: int, continuation_tokens: int) -> int:
     if device.type != "cuda":
         return CPU_ROWS
     free, _ = torch.cuda.mem_get_info(device)
-    dtype_bytes = model.get_input_embeddings().weight.element_size()
-    eager = getattr(model.config, "_attn_implementation", None) == "eager"
-    rows = rows_per_batch(model.config, prompt_tokens, continuation_tokens, dtype_bytes, free, eager)
+    rows = _rows_that_fit(model, prompt_tokens, continuation_tokens, free)
     log.info(
         "eval.batch_size=null: %d rows per pass (%.1f GiB free on %s; longest prompt %d tokens, choices %d)",
         rows,
@@ -88,3 +83,10 @@ def auto_rows(model, prompt_tokens: int, continuation_tokens: int) -> int:
         continuation_tokens,
     )
     return rows
+
+
+def _rows_that_fit(model, prompt_tokens: int, continuation_tokens: int, free_bytes: int) -> int:
+    """`rows_per_batch` for this model: its dtype's size and whether its attention is eager."""
+    dtype_bytes = model.get_input_embeddings().weight.element_size()
+    eager = getattr(model.config, "_attn_implementation", None) == "eager"
+    return rows_per_batch(model.config, prompt_tokens, continuation_tokens, dtype_bytes, free_bytes, eager)
